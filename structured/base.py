@@ -1,0 +1,136 @@
+"""The contract every structured linear layer implements.
+
+A family is an ``nnx.Module`` mapping ``x[..., d_in] -> y[..., d_out]`` that can say which
+dense matrix it represents (``to_dense``), how many parameters it has, how many forward
+FLOPs a token costs (1 multiply-add = 2 FLOPs, counted from the contraction that runs),
+and what its learnable cores are (each with its own fan-in / fan-out, the unit the
+structure-aware muP works on). Models, muP, FLOP accounting and tests rely on nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class StructureError(ValueError):
+  """A structure spec or width the family cannot honour; the message names valid choices."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Core:
+  """A learnable tensor of a layer: ``name`` is its attribute on the layer."""
+
+  name: str
+  fan_in: int
+  fan_out: int
+
+
+def mup_init_std(fan_in: int, fan_out: int) -> float:
+  """Spectral / structure-aware muP init scale of one core (Compute Better Spent, eq. 3)."""
+  return fan_in**-0.5 * min(1.0, math.sqrt(fan_out / fan_in))
+
+
+def init_core(rngs: nnx.Rngs, shape: tuple[int, ...], fan_in: int, fan_out: int) -> nnx.Param:
+  """A float32 core drawn from N(0, mup_init_std(fan_in, fan_out)^2)."""
+  std = mup_init_std(fan_in, fan_out)
+  return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
+
+
+def factorize(d: int, n: int) -> tuple[int, ...]:
+  """Split ``d`` into ``n`` ascending integer factors whose product is ``d``, as balanced as possible.
+
+  Balanced means the largest factor is as small as it can be. Raises StructureError when
+  ``d`` has too few factors (a prime ``d`` with ``n > 1``), naming the nearest widths that work.
+  """
+  best = _balanced_factors(d, n)
+  if best is None or (n > 1 and min(best) == 1):
+    raise StructureError(
+        f"width {d} cannot be split into {n} factors > 1; nearest valid widths: "
+        f"{nearest_valid(d, lambda w: (f := _balanced_factors(w, n)) is not None and min(f) > 1)}")
+  return best
+
+
+def _balanced_factors(d: int, n: int) -> tuple[int, ...] | None:
+  if n == 1:
+    return (d,)
+  best = None
+  for f in range(1, int(round(d ** (1 / n))) + 2):
+    if d % f:
+      continue
+    rest = _balanced_factors(d // f, n - 1)
+    if rest is None:
+      continue
+    cand = tuple(sorted((f, *rest)))
+    if best is None or (max(cand), cand) < (max(best), best):
+      best = cand
+  return best
+
+
+def nearest_valid(d: int, ok, count: int = 2) -> list[int]:
+  """The ``count`` widths below and above ``d`` (exclusive) that satisfy ``ok``."""
+  below = [w for w in range(d - 1, 0, -1) if ok(w)][:count]
+  above = [w for w in range(d + 1, 4 * d + 8) if ok(w)][:count]
+  return sorted(below + above)
+
+
+class StructuredLinear(nnx.Module):
+  """Base class: bias, dtype policy and parameter counting shared by all families.
+
+  Subclasses set ``d_in``/``d_out`` and implement ``_matmul`` (no bias), ``to_dense``,
+  ``flops_per_token`` and ``cores``. Parameters are float32; the contraction runs in the
+  input's dtype with float32 accumulation and the output is cast back to the input's dtype.
+  ``role`` tells muP where the layer sits ('hidden', 'input', 'readout', 'residual_out').
+  """
+
+  kind: str = "base"
+
+  def __init__(self, d_in: int, d_out: int, *, use_bias: bool = False, role: str = "hidden",
+               rngs: nnx.Rngs):
+    del rngs
+    self.d_in, self.d_out, self.role = d_in, d_out, role
+    self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32)) if use_bias else None
+
+  def __call__(self, x_NxI: jax.Array) -> jax.Array:
+    if x_NxI.shape[-1] != self.d_in:
+      raise ValueError(f"{type(self).__name__} expects last dim {self.d_in}, got {x_NxI.shape}")
+    y = self._matmul(x_NxI)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(jnp.float32)
+    return y.astype(x_NxI.dtype)
+
+  def _matmul(self, x: jax.Array) -> jax.Array:
+    """``x @ W`` accumulated in float32 (returned in float32)."""
+    raise NotImplementedError
+
+  def to_dense(self) -> jax.Array:
+    """The [d_in, d_out] matrix the layer applies (bias excluded)."""
+    raise NotImplementedError
+
+  def flops_per_token(self) -> int:
+    """Forward FLOPs of one token's contraction, 1 multiply-add = 2 FLOPs (bias excluded)."""
+    raise NotImplementedError
+
+  def cores(self) -> tuple[Core, ...]:
+    """The learnable matrices, in contraction order (input side first)."""
+    raise NotImplementedError
+
+  def num_params(self) -> int:
+    """Learnable entries, bias included."""
+    return sum(int(p.size) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
+
+  @classmethod
+  def project(cls, w_IxO: jax.Array, *, rngs: nnx.Rngs | None = None, **hparams) -> "StructuredLinear":
+    """The family member closest to a dense [d_in, d_out] matrix."""
+    raise StructureError(f"family '{cls.kind}' has no known projection from a dense matrix")
+
+
+def einsum(expr: str, *operands: jax.Array) -> jax.Array:
+  """einsum in the first operand's dtype with float32 accumulation; params are cast to it."""
+  dtype = operands[0].dtype
+  return jnp.einsum(expr, *(o.astype(dtype) for o in operands),
+                    preferred_element_type=jnp.float32)

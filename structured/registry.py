@@ -1,0 +1,41 @@
+"""Name -> family map, and the one place a structure spec becomes a layer."""
+
+import inspect
+
+from flax import nnx
+
+from structured.base import StructuredLinear, StructureError
+from structured.btt import BTT
+from structured.dense import Dense
+from structured.low_rank import LowRank
+
+FAMILIES: dict[str, type[StructuredLinear]] = {
+    "dense": Dense,
+    "low_rank": LowRank,
+    "btt": BTT,
+}
+
+_LAYER_ARGS = ("d_in", "d_out", "use_bias", "role", "rngs", "self")
+
+
+def hyperparameters(kind: str) -> dict[str, object]:
+  """The structure hyperparameters of a family and their defaults."""
+  params = inspect.signature(family(kind).__init__).parameters
+  return {n: p.default for n, p in params.items() if n not in _LAYER_ARGS}
+
+
+def family(kind: str) -> type[StructuredLinear]:
+  if kind not in FAMILIES:
+    raise StructureError(f"unknown structure kind '{kind}'; valid kinds: {sorted(FAMILIES)}")
+  return FAMILIES[kind]
+
+
+def make(kind: str, d_in: int, d_out: int, *, rngs: nnx.Rngs, use_bias: bool = False,
+         role: str = "hidden", **hparams) -> StructuredLinear:
+  """Builds a layer of family ``kind``; unknown hyperparameters are an error, not ignored."""
+  valid = hyperparameters(kind)
+  unknown = sorted(set(hparams) - set(valid))
+  if unknown:
+    raise StructureError(f"structure '{kind}' has no hyperparameter(s) {unknown}; "
+                         f"valid: {sorted(valid) or 'none'}")
+  return family(kind)(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs, **hparams)
