@@ -1,0 +1,33 @@
+"""Pure jitted train and eval steps over NNX modules."""
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+def mse(pred, y):
+  return jnp.mean(jnp.sum(jnp.square(pred.astype(jnp.float32) - y), axis=-1))
+
+
+def xent(logits, labels):
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels))
+
+
+LOSSES = {"mse": mse, "xent": xent}
+
+
+def loss_fn(model, batch, loss_name: str):
+  return LOSSES[loss_name](model(batch["x"]), batch["y"])
+
+
+@nnx.jit(static_argnames="loss_name")
+def train_step(model, optimizer, batch, loss_name: str):
+  loss, grads = nnx.value_and_grad(loss_fn)(model, batch, loss_name)
+  optimizer.update(model, grads)
+  return loss
+
+
+@nnx.jit(static_argnames="loss_name")
+def eval_step(model, batch, loss_name: str):
+  return loss_fn(model, batch, loss_name)

@@ -1,0 +1,83 @@
+"""What a run writes: ``config.json`` and ``metrics.jsonl`` (the only input of analysis/),
+an optional wandb run (offline by default) and a progress line on stdout. Process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+
+
+class MetricWriter:
+  """Appends one JSON object per line; a line with ``"final": true`` marks a finished run."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, total_steps: int):
+    self.workdir, self.total_steps = workdir, total_steps
+    self.active = jax.process_index() == 0
+    self._t0, self._last = time.time(), None
+    self._wandb = None
+    if not self.active:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    mode = config.wandb.mode
+    if mode != "disabled":
+      import wandb
+      self._wandb = wandb.init(project=config.wandb.project, config=config.to_dict(),
+                               dir=workdir, mode=mode, name=os.path.basename(workdir.rstrip("/")))
+
+  def write(self, record: dict) -> None:
+    if not self.active:
+      return
+    record = {k: _plain(v) for k, v in record.items()}
+    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._wandb is not None:
+      self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+  def progress(self, step: int, loss: float, examples: int) -> None:
+    """One line: step, loss, steps/s, examples/s and ETA."""
+    if not self.active:
+      return
+    now = time.time()
+    if self._last is not None:
+      (s0, t0, e0) = self._last
+      rate = (step - s0) / max(now - t0, 1e-9)
+      eta = (self.total_steps - step) / max(rate, 1e-9)
+      print(f"step {step:>6d}/{self.total_steps}  loss {loss:.4g}  {rate:6.1f} steps/s  "
+            f"{(examples - e0) / max(now - t0, 1e-9):8.0f} ex/s  eta {eta:5.0f}s", flush=True)
+    self._last = (step, now, examples)
+
+  def close(self) -> None:
+    if self._wandb is not None:
+      self._wandb.finish()
+
+
+def _plain(v):
+  return v.item() if hasattr(v, "item") else v
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i != len(lines) - 1:   # only a line cut short by a kill may be unreadable
+        raise
+  return records
+
+
+def is_finished(workdir: str) -> bool:
+  records = read_metrics(workdir)
+  return bool(records) and bool(records[-1].get("final"))

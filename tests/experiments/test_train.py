@@ -1,0 +1,75 @@
+"""End-to-end behaviour of the trainer on the synthetic task."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import mlp_synthetic
+from experiments import step, train, writers
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _config(**overrides):
+  config = mlp_synthetic.get_config("runlocal")
+  with config.unlocked():
+    for key, value in overrides.items():
+      node = config
+      *parents, leaf = key.split(".")
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+  return config
+
+
+@pytest.mark.parametrize("kind", ["dense", "low_rank", "btt"])
+def test_two_steps_lower_the_loss(kind):
+  config = _config(**{"model.kind": kind, "optim.warmup_steps": 0, "optim.schedule": "constant",
+                      "optim.lr": 1e-2})
+  task, model, optimizer, _ = train.build(config)
+  batch = task.train_batch(0)
+  before = float(step.eval_step(model, batch, task.loss))
+  for _ in range(2):
+    step.train_step(model, optimizer, batch, task.loss)
+  after = float(step.eval_step(model, batch, task.loss))
+  assert after < before
+
+
+def test_flops_are_examples_times_three_forward(tmp_path):
+  config = _config(**{"model.kind": "btt", "model.width": 64, "steps": 10})
+  train.train_and_evaluate(config, str(tmp_path))
+  _, model, _, _ = train.build(config)
+  per_example = model.flops_per_example()
+  layers = [model.embed, model.readout] + [l for b in model.blocks for l in (b.up, b.down)]
+  assert per_example == sum(l.flops_per_token() for l in layers)
+  records = writers.read_metrics(str(tmp_path))
+  assert records[-1]["final"] and records[-1]["step"] == 10
+  for r in records:
+    assert r["flops"] == r["examples"] * 3 * per_example
+  saved = json.load(open(tmp_path / "config.json"))
+  assert saved["model"]["kind"] == "btt"
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_misspelled_key_is_one_clear_error(tmp_path):
+  out = _main("--config=configs/mlp_synthetic.py:runlocal", "--config.model.widht=64",
+              f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "unknown config key 'model.widht'" in out.stderr and "'width'" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_unknown_family_is_one_clear_error(tmp_path):
+  out = _main("--config=configs/mlp_synthetic.py:runlocal", "--config.model.kind=foo",
+              f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "unknown structure kind 'foo'" in out.stderr and "'btt'" in out.stderr
+  assert "Traceback" not in out.stderr
+  assert not os.path.exists(tmp_path / "metrics.jsonl")
