@@ -29,5 +29,6 @@ def train_step(model, optimizer, batch, loss_name: str):
 
 
 @nnx.jit(static_argnames="loss_name")
-def eval_step(model, batch, loss_name: str):
-  return loss_fn(model, batch, loss_name)
+def eval_step(model, batch, loss_name: str) -> dict:
+  """Metrics of one eval batch (averaged over batches by the caller)."""
+  return {"loss": loss_fn(model, batch, loss_name)}

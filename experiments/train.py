@@ -26,9 +26,10 @@ def build(config: ml_collections.ConfigDict):
   return task, model, optimizer, mults
 
 
-def evaluate(model, task) -> float:
-  losses = [float(steps.eval_step(model, batch, task.loss)) for batch in task.eval_batches()]
-  return float(np.mean(losses))
+def evaluate(model, task) -> dict[str, float]:
+  """Eval metrics averaged over the task's eval batches, keyed ``eval_<metric>``."""
+  results = [steps.eval_step(model, batch, task.loss) for batch in task.eval_batches()]
+  return {f"eval_{k}": float(np.mean([r[k] for r in results])) for k in results[0]}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -51,7 +52,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 "lr": float(optim.schedule(config.optim, config.steps)(step)),
                 "time": time.time() - t0}
       if step % config.eval_every == 0 or last:
-        record["eval_loss"] = evaluate(model, task)
+        record.update(evaluate(model, task))
       if last:
         record["final"] = True
       writer.write(record)

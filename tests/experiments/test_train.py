@@ -31,10 +31,10 @@ def test_two_steps_lower_the_loss(kind):
                       "optim.lr": 1e-2})
   task, model, optimizer, _ = train.build(config)
   batch = task.train_batch(0)
-  before = float(step.eval_step(model, batch, task.loss))
+  before = float(step.eval_step(model, batch, task.loss)["loss"])
   for _ in range(2):
     step.train_step(model, optimizer, batch, task.loss)
-  after = float(step.eval_step(model, batch, task.loss))
+  after = float(step.eval_step(model, batch, task.loss)["loss"])
   assert after < before
 
 
