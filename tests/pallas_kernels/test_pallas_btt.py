@@ -1,8 +1,9 @@
 """The fused BTT kernel, in Pallas interpret mode, against the pure-jnp reference.
 
-Tolerances: max |kernel - exact| / max |exact| <= 1e-5 in float32 and <= 2e-2 in bfloat16, where
+Tolerances: max |kernel - exact| / max |exact| <= 1e-5 in float32 and <= 1e-2 in bfloat16, where
 "exact" is the reference evaluated in float32 on the (bf16-rounded) inputs; bf16 keeps 8 mantissa
-bits and the kernel, like the layer, rounds the intermediate z to bf16.
+bits and the kernel, like the layer, rounds the intermediate z to bf16 (measured: ~4e-3,
+the same as the bf16 reference's own error).
 """
 
 import warnings
@@ -16,7 +17,7 @@ from pallas_kernels import backend
 from pallas_kernels.btt import api, reference
 from structured.btt import BTT
 
-TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
+TOL = {jnp.float32: 1e-5, jnp.bfloat16: 1e-2}
 
 
 def _inputs(lead, m2, m1, r, n1, n2, dtype, seed=0):
