@@ -128,7 +128,7 @@ def main():
             + (f"{peak[0]} TFLOP/s, {peak[1]} TB/s" if peak else "n/a (roofline n/a)") + "\n\n"
             + ("Interpret mode: a correctness run, its Pallas timings say nothing about speed.\n\n"
                if route == "interpret" else "")
-            "| d | layer | ms | TFLOP/s | %HBM roofline | speedup vs dense | max rel err vs XLA |\n"
+            + "| d | layer | ms | TFLOP/s | %HBM roofline | speedup vs dense | max rel err vs XLA |\n"
             "|---|---|---|---|---|---|---|\n")
   print(header, end="", flush=True)
   lines = [header]
