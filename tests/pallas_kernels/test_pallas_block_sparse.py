@@ -4,11 +4,13 @@ Tolerances: max |kernel - exact| / max |exact| <= 1e-5 in float32 and <= 1e-2 in
 being the float32 reference on the (bf16-rounded) inputs (bf16 keeps 8 mantissa bits; measured ~4e-3).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import pytest
 
-from pallas_kernels.block_sparse import api, reference
+from pallas_kernels.block_sparse import api, kernel, reference
 
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 1e-2}
 
@@ -64,3 +66,17 @@ def test_forward_and_grads_match_reference(lead, d_in, d_out, b_in, b_out, rows,
 def test_bad_block_lists_are_clear_errors(rows, cols, match):
   with pytest.raises(ValueError, match=match):
     api.block_sparse_matmul(jnp.ones((2, 32)), jnp.ones((2, 8, 8)), rows, cols, 32, interpret=True)
+
+
+def test_kernels_lower_for_mosaic_tpu():
+  """The compiled route lowers to a Mosaic TPU custom call (checked without a TPU)."""
+  x = jax.ShapeDtypeStruct((512, 1024), jnp.bfloat16)
+  blocks = jax.ShapeDtypeStruct((3, 128, 256), jnp.bfloat16)
+  rows, cols = (0, 7, 3), (1, 1, 2)
+  fwd = functools.partial(kernel.block_sparse_matmul, rows=rows, cols=cols, d_out=1024, tile=256,
+                          route="compiled")
+  grads = functools.partial(kernel.block_grads, rows=rows, cols=cols, b_in=128, b_out=256,
+                            tile=256, route="compiled")
+  for fn, args in [(fwd, (x, blocks)), (grads, (x, x))]:
+    lowered = jax.export.export(jax.jit(fn), platforms=["tpu"])(*args)
+    assert "tpu_custom_call" in lowered.mlir_module()

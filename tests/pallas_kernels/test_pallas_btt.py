@@ -6,6 +6,7 @@ bits and the kernel, like the layer, rounds the intermediate z to bf16 (measured
 the same as the bf16 reference's own error).
 """
 
+import functools
 import warnings
 
 import jax
@@ -14,7 +15,7 @@ import pytest
 from flax import nnx
 
 from pallas_kernels import backend
-from pallas_kernels.btt import api, reference
+from pallas_kernels.btt import api, kernel, reference
 from structured.btt import BTT
 
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 1e-2}
@@ -83,3 +84,14 @@ def test_shape_mismatch_is_a_clear_error():
   x, w0, w1, _ = _inputs((4,), 2, 3, 1, 2, 2, jnp.float32)
   with pytest.raises(ValueError, match="btt shapes do not chain"):
     api.btt(x, w0, w1.transpose(1, 0, 2, 3)[:, :1], interpret=True)
+
+
+def test_kernels_lower_for_mosaic_tpu():
+  """The compiled route lowers to a Mosaic TPU custom call (checked here without a TPU; the
+  Mosaic compiler passes themselves only run on the device)."""
+  bf16 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.bfloat16)
+  x, u, v = bf16(512, 2048), bf16(64, 2, 32, 32), bf16(32, 2, 64, 64)
+  for fn, args in [(kernel.btt, (x, u, v)), (kernel.btt_weight_grads, (x, x, u, v))]:
+    lowered = jax.export.export(jax.jit(functools.partial(fn, tile=256, route="compiled")),
+                                platforms=["tpu"])(*args)
+    assert "tpu_custom_call" in lowered.mlir_module()
