@@ -39,11 +39,6 @@ def _value_and_grads(fn, x, w0, w1, ct):
   return (y, *grads)
 
 
-def _assert_close(got, want, tol):
-  err = jnp.abs(got.astype(jnp.float32) - want).max() / jnp.abs(want).max()
-  assert err <= tol, f"relative error {err:.2e} > {tol:.0e}"
-
-
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("lead,m2,m1,r,n1,n2,tile", [
     ((32,), 4, 4, 1, 4, 4, 8),        # square Monarch-like, 4 tiles: 2 partial sums of 2 steps
@@ -51,22 +46,23 @@ def _assert_close(got, want, tol):
     ((24,), 2, 6, 3, 3, 4, 16),       # rank 3, 12 -> 12 with non-power-of-two factors
     ((16,), 4, 8, 4, 2, 4, 16),       # rank 4, 32 -> 8 (more blocks in than out)
 ])
-def test_forward_and_grads_match_reference(lead, m2, m1, r, n1, n2, tile, dtype):
+def test_forward_and_grads_match_reference(lead, m2, m1, r, n1, n2, tile, dtype,
+                                           assert_close):
   x, w0, w1, ct = _inputs(lead, m2, m1, r, n1, n2, dtype)
   got = _value_and_grads(lambda *a: api.btt(*a, interpret=True, block_tokens=tile), x, w0, w1, ct)
   exact = _value_and_grads(reference.btt, x.astype(jnp.float32), w0, w1, ct.astype(jnp.float32))
   assert got[0].shape == (*lead, n1 * n2) and got[0].dtype == dtype
   assert [g.dtype for g in got[1:]] == [dtype, jnp.float32, jnp.float32]
   for g, e in zip(got, exact):
-    _assert_close(g, e, TOL[dtype])
+    assert_close(g, e, TOL[dtype])
 
 
-def test_matches_structured_btt_layer():
+def test_matches_structured_btt_layer(assert_close):
   layer = BTT(24, 40, rank=2, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (3, 24))
   y = api.btt(x, layer.w0[...], layer.w1[...], interpret=True)
-  _assert_close(y, x @ layer.to_dense(), 1e-5)
-  _assert_close(y, layer(x), 1e-5)
+  assert_close(y, x @ layer.to_dense(), 1e-5)
+  assert_close(y, layer(x), 1e-5)
 
 
 def test_auto_route_on_cpu_falls_back_to_reference_with_one_warning():
