@@ -120,14 +120,16 @@ def main():
   iters = 2 if args.quick else args.iters
   device = jax.devices()[0]
   peak = PEAKS.get(device.device_kind)
-  route = "interpret" if args.quick else backend.route(None, "btt")
+  route = backend.route(args.quick or None)
+  route = (f"{route.body} body" + (", interpreted" if route.interpret else "") if route.body
+           else "reference fallback (no kernel)")
 
   header = (f"# Pallas BTT / block-sparse, forward+backward, bf16, {tokens} tokens, rank {args.rank}\n\n"
             f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-            f"Pallas route: {route}; peaks: "
+            f"Pallas route: {route} (block-sparse: TPU body only); peaks: "
             + (f"{peak[0]} TFLOP/s, {peak[1]} TB/s" if peak else "n/a (roofline n/a)") + "\n\n"
             + ("Interpret mode: a correctness run, its Pallas timings say nothing about speed.\n\n"
-               if route == "interpret" else "")
+               if args.quick else "")
             + "| d | layer | ms | TFLOP/s | %HBM roofline | speedup vs dense | max rel err vs XLA |\n"
             "|---|---|---|---|---|---|---|\n")
   print(header, end="", flush=True)
@@ -136,7 +138,7 @@ def main():
     x = jax.random.normal(jax.random.key(0), (tokens, d), jnp.float32).astype(jnp.bfloat16)
     ct = jax.random.normal(jax.random.key(1), (tokens, d), jnp.float32).astype(jnp.bfloat16)
     outs, dense_s = {}, None
-    for name, fn, params, flops, ref in cases(d, args.rank, args.density, route == "interpret"):
+    for name, fn, params, flops, ref in cases(d, args.rank, args.density, args.quick):
       step = fwd_bwd(fn)
       outs[name] = step(ct, x, *params)
       seconds = median_seconds(step, (ct, x, *params), iters)

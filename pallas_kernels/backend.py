@@ -1,47 +1,59 @@
 """Which route a Pallas op takes on this backend, and how its pallas_calls are parameterised.
 
-Routes:
-- ``interpret``: the Pallas interpreter, on any backend (``interpret=True``; what the CPU tests use).
-- ``compiled``: the kernel compiled by Mosaic TPU. Only TPU is listed in ``COMPILED``: the kernels
-  permute their intermediate through a VMEM scratch buffer, which the Triton backend does not have
-  ("scratch memory not implemented"), and Mosaic GPU (the default Pallas GPU backend since jax 0.9)
-  has no ``dot_general`` lowering. A GPU port adds ``"gpu"`` here with its own kernel body.
-- ``reference``: the op's pure-jnp ``reference.py``, with a one-line warning issued once per op
-  and backend.
+A route is a kernel body plus whether it runs in the Pallas interpreter:
+- body ``"tpu"``: compiled by Mosaic TPU. Kernels keep their intermediates in VMEM scratch.
+- body ``"gpu"``: compiled by the Pallas **Triton** backend, chosen explicitly through
+  ``plgpu_triton.CompilerParams`` (Mosaic GPU, the default GPU backend since jax 0.9, has no
+  ``dot_general`` lowering; Triton is deprecated since jax 0.11 but still selectable). Triton has
+  no scratch memory and cannot slice register values, so these bodies differ from the TPU ones.
+- ``interpret=True`` runs a body in the interpreter on any backend: the GPU body on a GPU,
+  otherwise ``INTERPRET_BODY`` (tests switch it to check the GPU body on CPU).
+- no body (``None``): the op's pure-jnp ``reference.py``, with a one-line warning issued once per
+  op and backend (CPU, or a GPU shape the Triton body cannot tile).
 """
 
 import functools
+import typing
 import warnings
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
+from jax.experimental.pallas import triton as plgpu_triton
 
-COMPILED = ("tpu",)
+INTERPRET_BODY = "tpu"
+BODIES = {"tpu": "tpu", "gpu": "gpu"}   # jax.default_backend() -> kernel body
 
 
-def route(interpret: bool | None, op: str) -> str:
-  """``interpret=True`` forces the interpreter; otherwise compile where supported, else fall back."""
+class Route(typing.NamedTuple):
+  body: str | None
+  interpret: bool = False
+
+
+def route(interpret: bool | None) -> Route:
+  """``interpret=True`` forces the interpreter; otherwise compile where a body exists."""
+  platform = jax.default_backend()
   if interpret:
-    return "interpret"
-  if jax.default_backend() in COMPILED:
-    return "compiled"
-  _warn_fallback(op, jax.default_backend())
-  return "reference"
+    return Route(BODIES.get(platform, INTERPRET_BODY), True)
+  return Route(BODIES.get(platform))
 
 
 @functools.cache
-def _warn_fallback(op: str, platform: str) -> None:
-  warnings.warn(f"pallas_kernels.{op}: no compiled kernel for backend '{platform}', using the "
-                "pure-jnp reference (pass interpret=True to run the kernel in the interpreter)",
-                stacklevel=4)
+def warn_fallback(op: str, why: str) -> None:
+  warnings.warn(f"pallas_kernels.{op}: {why}, using the pure-jnp reference "
+                "(interpret=True runs the kernel in the Pallas interpreter)", stacklevel=4)
 
 
-def pallas_call(kernel, *, route: str, semantics: tuple[str, ...], **kwargs):
-  """``pl.pallas_call`` with the route's interpret flag and Mosaic TPU grid semantics."""
-  if route == "interpret":
+def pallas_call(kernel, *, route: Route, semantics: tuple[str, ...], **kwargs):
+  """``pl.pallas_call`` with the route's interpret flag or backend compiler params; ``semantics``
+  are the Mosaic TPU grid dimension semantics ("parallel" / "arbitrary")."""
+  if route.interpret:
     return pl.pallas_call(kernel, interpret=True, **kwargs)
+  if route.body == "gpu":
+    return pl.pallas_call(kernel, compiler_params=plgpu_triton.CompilerParams(num_warps=4,
+                                                                             num_stages=3),
+                          **kwargs)
   return pl.pallas_call(kernel, compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
                         **kwargs)
 
@@ -51,17 +63,18 @@ def scratch(shape: tuple[int, ...], dtype):
   return pltpu.VMEM(shape, dtype)
 
 
-def token_rows(x: jax.Array, block_tokens: int | None) -> tuple[jax.Array, int]:
-  """x flattened to [N, d] and zero-padded to whole token tiles, and the tile (default: up to 256,
-  a multiple of 8). Padded rows add nothing to weight gradients; callers slice them off y."""
+def token_rows(x: jax.Array, block_tokens: int | None, default: int) -> tuple[jax.Array, int]:
+  """x flattened to [N, d] and zero-padded to whole token tiles, and the tile (``block_tokens``,
+  else ``default`` or N rounded up to 8 when smaller). Padded rows add nothing to weight
+  gradients; callers slice them off y."""
   x_NxD = x.reshape(-1, x.shape[-1])
   n = x_NxD.shape[0]
-  tile = block_tokens or min(256, -(-n // 8) * 8)
+  tile = block_tokens or min(default, -(-n // 8) * 8)
   return jnp.pad(x_NxD, ((0, -n % tile), (0, 0))), tile
 
 
-def split_tiles(tiles: int) -> tuple[int, int]:
-  """(partials, steps) for a weight-gradient grid: ``partials`` parallel programs each accumulate
-  ``steps`` token tiles into their own partial sum (two when even, e.g. for 2-core TPU chips)."""
-  partials = 2 if tiles % 2 == 0 else 1
+def split_tiles(tiles: int, partials: int) -> tuple[int, int]:
+  """(partials, steps) for a weight-gradient grid: up to ``partials`` parallel programs, each
+  accumulating ``steps`` token tiles into its own partial sum (summed afterwards)."""
+  partials = max(p for p in range(1, min(partials, tiles) + 1) if tiles % p == 0)
   return partials, tiles // partials

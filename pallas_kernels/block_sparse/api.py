@@ -3,6 +3,8 @@
 Block k maps input block rows[k] (x[..., rows[k]*b_in:(rows[k]+1)*b_in]) through blocks[k] into
 output block cols[k]; only the K stored blocks are computed. Computes in x's dtype with float32
 accumulation; blocks are cast to x's dtype and their gradient returned in their dtype.
+The kernel body is TPU-only (``kernel.py``); on GPU and CPU this falls back to the reference:
+its block-gradient grid accumulates across sequential grid steps, which Triton does not have.
 
 FLOPs per token (1 multiply-add = 2): forward 2 K b_in b_out, the stored blocks only; the backward
 costs 2x that (input gradient and block gradients), 3x the forward in all.
@@ -31,10 +33,11 @@ def block_sparse_matmul(x: jax.Array, blocks: jax.Array, rows: tuple[int, ...],
   if not (all(0 <= r < d_in // b_in for r in rows) and all(0 <= c < d_out // b_out for c in cols)):
     raise ValueError(f"block_sparse: rows must be in [0, {d_in // b_in}) and cols in "
                      f"[0, {d_out // b_out}), got rows={rows} cols={cols}")
-  route = backend.route(interpret, "block_sparse")
-  if route == "reference":
+  route = backend.route(interpret)
+  if route.body != "tpu" and not route.interpret:
+    backend.warn_fallback("block_sparse", f"no kernel for backend '{jax.default_backend()}'")
     return reference.block_sparse_matmul(x, blocks, rows, cols, d_out)
-  x_NxI, tile = backend.token_rows(x, block_tokens)
+  x_NxI, tile = backend.token_rows(x, block_tokens, kernel.TILE)
   y_NxO = _bsmm(rows, cols, d_out, route, tile, x_NxI, blocks)
   return y_NxO[:x.size // d_in].reshape(*x.shape[:-1], d_out)
 

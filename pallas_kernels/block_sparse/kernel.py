@@ -15,6 +15,8 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels import backend
 
+TILE = 256   # default token tile
+
 
 def _fwd_kernel(x_ref, blocks_ref, y_ref, *, rows, cols):
   _, b_in, b_out = blocks_ref.shape
@@ -38,7 +40,7 @@ def _wgrad_kernel(x_ref, g_ref, dblocks_ref, *, rows, cols):
         (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def block_sparse_matmul(x_NxI, blocks_KxIxO, rows, cols, d_out, *, tile: int, route: str):
+def block_sparse_matmul(x_NxI, blocks_KxIxO, rows, cols, d_out, *, tile: int, route: backend.Route):
   """y[N, d_out] in x's dtype; N a multiple of ``tile``; blocks already in x's dtype."""
   n, d_in = x_NxI.shape
   return backend.pallas_call(
@@ -51,10 +53,10 @@ def block_sparse_matmul(x_NxI, blocks_KxIxO, rows, cols, d_out, *, tile: int, ro
   )(x_NxI, blocks_KxIxO)
 
 
-def block_grads(x_NxI, g_NxO, rows, cols, b_in, b_out, *, tile: int, route: str):
+def block_grads(x_NxI, g_NxO, rows, cols, b_in, b_out, *, tile: int, route: backend.Route):
   """dblocks[K, b_in, b_out] in float32, summed over all N tokens."""
   n, d_in = x_NxI.shape
-  partials, steps = backend.split_tiles(n // tile)
+  partials, steps = backend.split_tiles(n // tile, 2)   # 2 TensorCores on megacore chips
   tokens = lambda p, s: (p * steps + s, 0)
   shape = (len(rows), b_in, b_out)
   dblocks = backend.pallas_call(

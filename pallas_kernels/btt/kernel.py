@@ -1,6 +1,6 @@
-"""Fused 2-core BTT kernels: both stages per token tile, the intermediate kept in VMEM.
+"""Fused 2-core BTT kernels for TPU: both stages per token tile, the intermediate kept in VMEM.
 
-Kernel weight layouts (built by ``api.py`` from the layer's w0[B, A, R, J], w1[J, B, R, C]):
+Kernel weight layouts (from the layer's w0[B, A, R, J], w1[J, B, R, C]; letters as reference.py):
   u[b, r, j, a] = w0[b, a, r, j]   (stage 1: per input block b and rank r, a map A -> J)
   v[j, r, b, c] = w1[j, b, r, c]   (stage 2: per output block j and rank r, a map B -> C)
 Stage 1 writes z feature-major, zs[r, b, j, t], one contiguous [J, T] tile per (r, b). Stage 2
@@ -18,6 +18,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import backend
+
+TILE = 256   # default token tile: the lane dim of the scratch, a multiple of 128
 
 
 def _dot(a, b, contract):
@@ -67,7 +69,7 @@ def _full(shape, grid_rank):
   return pl.BlockSpec(shape, (lambda i: zeros) if grid_rank == 1 else (lambda p, s: zeros))
 
 
-def btt(x_NxI, u_BxRxJxA, v_JxRxBxC, *, tile: int, route: str):
+def _btt(x_NxI, u_BxRxJxA, v_JxRxBxC, *, tile: int, route: backend.Route):
   """y[N, J*C] in x's dtype; N a multiple of ``tile``; u, v already in x's dtype."""
   n, d_in = x_NxI.shape
   n_b, n_r, n_j, _ = u_BxRxJxA.shape
@@ -83,12 +85,12 @@ def btt(x_NxI, u_BxRxJxA, v_JxRxBxC, *, tile: int, route: str):
   )(x_NxI, u_BxRxJxA, v_JxRxBxC)
 
 
-def btt_weight_grads(x_NxI, g_NxO, u_BxRxJxA, v_JxRxBxC, *, tile: int, route: str):
+def _weight_grads(x_NxI, g_NxO, u_BxRxJxA, v_JxRxBxC, *, tile: int, route: backend.Route):
   """(du, dv) in float32, shaped like u and v, summed over all N tokens."""
   n, d_in = x_NxI.shape
   d_out = g_NxO.shape[1]
   n_b, n_r, n_j, _ = u_BxRxJxA.shape
-  partials, steps = backend.split_tiles(n // tile)
+  partials, steps = backend.split_tiles(n // tile, 2)   # 2 TensorCores on megacore chips
   tokens = lambda p, s: (p * steps + s, 0)
   partial = lambda shape: pl.BlockSpec((None, *shape), lambda p, s: (p,) + (0,) * len(shape))
   du, dv = backend.pallas_call(
@@ -103,3 +105,20 @@ def btt_weight_grads(x_NxI, g_NxO, u_BxRxJxA, v_JxRxBxC, *, tile: int, route: st
                       backend.scratch((n_r, n_j, n_b, tile), x_NxI.dtype)],
   )(x_NxI, g_NxO, u_BxRxJxA, v_JxRxBxC)
   return du.sum(0), dv.sum(0)
+
+
+def _layout(w0, w1, dtype):
+  """u[b, r, j, a] = w0[b, a, r, j] and v[j, r, b, c] = w1[j, b, r, c]."""
+  return w0.astype(dtype).transpose(0, 2, 3, 1), w1.astype(dtype).transpose(0, 2, 1, 3)
+
+
+def forward(x_NxI, w0, w1, *, tile: int, route: backend.Route):
+  return _btt(x_NxI, *_layout(w0, w1, x_NxI.dtype), tile=tile, route=route)
+
+
+def backward(x_NxI, w0, w1, g_NxO, *, tile: int, route: backend.Route):
+  """(dx, dw0, dw1): dx is the forward kernel with (u, v) swapped."""
+  u, v = _layout(w0, w1, x_NxI.dtype)
+  dx = _btt(g_NxO, v, u, tile=tile, route=route)
+  du, dv = _weight_grads(x_NxI, g_NxO, u, v, tile=tile, route=route)
+  return dx, du.transpose(0, 3, 1, 2), dv.transpose(0, 2, 1, 3)

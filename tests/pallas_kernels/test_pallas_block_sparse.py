@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from pallas_kernels import backend
 from pallas_kernels.block_sparse import api, kernel, reference
 
 TOL = {jnp.float32: 1e-5, jnp.bfloat16: 1e-2}
@@ -70,9 +71,9 @@ def test_kernels_lower_for_mosaic_tpu():
   blocks = jax.ShapeDtypeStruct((3, 128, 256), jnp.bfloat16)
   rows, cols = (0, 7, 3), (1, 1, 2)
   fwd = functools.partial(kernel.block_sparse_matmul, rows=rows, cols=cols, d_out=1024, tile=256,
-                          route="compiled")
+                          route=backend.Route("tpu"))
   grads = functools.partial(kernel.block_grads, rows=rows, cols=cols, b_in=128, b_out=256,
-                            tile=256, route="compiled")
+                            tile=256, route=backend.Route("tpu"))
   for fn, args in [(fwd, (x, blocks)), (grads, (x, x))]:
     lowered = jax.export.export(jax.jit(fn), platforms=["tpu"])(*args)
     assert "tpu_custom_call" in lowered.mlir_module()
