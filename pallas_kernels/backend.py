@@ -18,6 +18,7 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as plgpu_triton
@@ -56,6 +57,12 @@ def pallas_call(kernel, *, route: Route, semantics: tuple[str, ...], **kwargs):
                           **kwargs)
   return pl.pallas_call(kernel, compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
                         **kwargs)
+
+
+def dot(a: jax.Array, b: jax.Array, contract: tuple[tuple[int], tuple[int]]) -> jax.Array:
+  """A 2-D ``dot_general`` contracting dims ``contract`` with float32 accumulation: the matmul
+  form that Mosaic TPU, Triton and the interpreter all lower (transposed operands included)."""
+  return lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=jnp.float32)
 
 
 def scratch(shape: tuple[int, ...], dtype):

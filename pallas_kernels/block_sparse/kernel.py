@@ -10,7 +10,6 @@ x_block^T @ dy_block over token tiles.
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import backend
@@ -21,8 +20,7 @@ TILE = 256   # default token tile
 def _fwd_kernel(x_ref, blocks_ref, y_ref, *, rows, cols):
   _, b_in, b_out = blocks_ref.shape
   for c in range(y_ref.shape[1] // b_out):
-    terms = [jnp.dot(x_ref[:, r * b_in:(r + 1) * b_in], blocks_ref[k],
-                     preferred_element_type=jnp.float32)
+    terms = [backend.dot(x_ref[:, r * b_in:(r + 1) * b_in], blocks_ref[k], ((1,), (0,)))
              for k, (r, kc) in enumerate(zip(rows, cols)) if kc == c]
     y_TxO = sum(terms) if terms else jnp.zeros((y_ref.shape[0], b_out), jnp.float32)
     y_ref[:, c * b_out:(c + 1) * b_out] = y_TxO.astype(y_ref.dtype)
@@ -35,9 +33,8 @@ def _wgrad_kernel(x_ref, g_ref, dblocks_ref, *, rows, cols):
 
   _, b_in, b_out = dblocks_ref.shape
   for k, (r, c) in enumerate(zip(rows, cols)):
-    dblocks_ref[k] += lax.dot_general(
-        x_ref[:, r * b_in:(r + 1) * b_in], g_ref[:, c * b_out:(c + 1) * b_out],
-        (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    dblocks_ref[k] += backend.dot(x_ref[:, r * b_in:(r + 1) * b_in],
+                                  g_ref[:, c * b_out:(c + 1) * b_out], ((0,), (0,)))
 
 
 def block_sparse_matmul(x_NxI, blocks_KxIxO, rows, cols, d_out, *, tile: int, route: backend.Route):

@@ -9,21 +9,16 @@ BTT permutation, done in VMEM instead of as a transpose through HBM.
 
 The layouts are symmetric: the input gradient is the same forward kernel run on dy with (u, v)
 swapped, and the weight-gradient kernel reuses stage 1 on x and on dy. Every matmul is a 2-D
-``lax.dot_general`` on static ref slices, so one body serves Mosaic TPU and the interpreter.
+``backend.dot`` on static ref slices, so one body serves Mosaic TPU and the interpreter.
 """
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.experimental import pallas as pl
 
 from pallas_kernels import backend
 
 TILE = 256   # default token tile: the lane dim of the scratch, a multiple of 128
-
-
-def _dot(a, b, contract):
-  return lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=jnp.float32)
 
 
 def _stage1(x_ref, u_ref, zs_ref):
@@ -32,14 +27,14 @@ def _stage1(x_ref, u_ref, zs_ref):
   for b in range(n_b):
     x_TxA = x_ref[:, b * a:(b + 1) * a]
     for r in range(n_r):
-      zs_ref[r, b] = _dot(u_ref[b, r], x_TxA, ((1,), (1,))).astype(zs_ref.dtype)
+      zs_ref[r, b] = backend.dot(u_ref[b, r], x_TxA, ((1,), (1,))).astype(zs_ref.dtype)
 
 
 def _fwd_kernel(x_ref, u_ref, v_ref, y_ref, zs_ref):
   _stage1(x_ref, u_ref, zs_ref)
   n_j, n_r, _, c = v_ref.shape
   for j in range(n_j):
-    y_TxC = sum(_dot(zs_ref[r, :, j, :], v_ref[j, r], ((0,), (0,))) for r in range(n_r))
+    y_TxC = sum(backend.dot(zs_ref[r, :, j, :], v_ref[j, r], ((0,), (0,))) for r in range(n_r))
     y_ref[:, j * c:(j + 1) * c] = y_TxC.astype(y_ref.dtype)
 
 
@@ -49,7 +44,7 @@ def _accumulate_outer(zs_ref, y_ref, dv_ref):
   for j in range(n_j):
     y_TxC = y_ref[:, j * c:(j + 1) * c]
     for r in range(n_r):
-      dv_ref[j, r] += _dot(zs_ref[r, :, j, :], y_TxC, ((1,), (0,)))
+      dv_ref[j, r] += backend.dot(zs_ref[r, :, j, :], y_TxC, ((1,), (0,)))
 
 
 def _wgrad_kernel(x_ref, g_ref, u_ref, v_ref, du_ref, dv_ref, zs_ref, dzs_ref):

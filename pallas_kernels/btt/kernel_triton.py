@@ -23,10 +23,6 @@ TILE = 64   # default token tile
 WGRAD_PROGRAMS = 256   # aim for ~2 programs per H100 SM in the weight-gradient grid
 
 
-def _dot(a, b, contract):
-  return lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=jnp.float32)
-
-
 def supports(w0, w1, tile: int) -> bool:
   """Triton tiles are powers of two, and its dots need every dim >= 16."""
   b, a, r, j = w0.shape
@@ -37,7 +33,7 @@ def supports(w0, w1, tile: int) -> bool:
 
 def _pass1_kernel(x_ref, u_ref, zt_ref):
   n_j, n_r, a = u_ref.shape
-  zt = _dot(u_ref[...].reshape(n_j * n_r, a), x_ref[...], ((1,), (1,)))
+  zt = backend.dot(u_ref[...].reshape(n_j * n_r, a), x_ref[...], ((1,), (1,)))
   zt_ref[...] = zt.astype(zt_ref.dtype).reshape(zt_ref.shape)
 
 
@@ -56,7 +52,7 @@ def _pass1(x_NxI, u_BxJxRxA, *, tile, route):
 
 
 def _pass2_kernel(zt_ref, v_ref, y_ref):
-  y_ref[...] = _dot(zt_ref[...], v_ref[...], ((0,), (0,))).astype(y_ref.dtype)
+  y_ref[...] = backend.dot(zt_ref[...], v_ref[...], ((0,), (0,))).astype(y_ref.dtype)
 
 
 def _pass2(zt_JxKxN, v_JxKxC, *, tile, route):
@@ -76,7 +72,7 @@ def _pass2(zt_JxKxN, v_JxKxC, *, tile, route):
 def _outer_kernel(zt_ref, y_ref, dv_ref, *, tile, steps):
   def step(s, acc):
     rows = pl.ds(pl.multiple_of(s * tile, tile), tile)
-    return acc + _dot(zt_ref[:, rows], y_ref[rows, :], ((1,), (0,)))
+    return acc + backend.dot(zt_ref[:, rows], y_ref[rows, :], ((1,), (0,)))
   dv_ref[...] = lax.fori_loop(0, steps, step, jnp.zeros(dv_ref.shape, jnp.float32))
 
 
