@@ -22,6 +22,9 @@ def get_config(arg=None):
   config.batch_size = 128
   config.log_every = 50
   config.eval_every = 100
+  config.checkpoint_every = 500
+  config.max_to_keep = 2
+  config.debug = ml_collections.ConfigDict(dict(nan_at_step=0))
   config.data = ml_collections.ConfigDict(dict(
       name="teacher", d_in=16, d_out=4, width=256, depth=4, seed_offset=1000, eval_examples=4096))
   config.model = ml_collections.ConfigDict(dict(
@@ -33,6 +36,7 @@ def get_config(arg=None):
   config.wandb = common.wandb()
   if arg.runlocal:
     config.steps, config.batch_size, config.log_every, config.eval_every = 20, 32, 5, 10
+    config.checkpoint_every = 10
     config.data.eval_examples = 256
     config.wandb.mode = "disabled"
   return config

@@ -2,6 +2,7 @@
 
 from experiments.data import DataError
 from experiments.optim import ConfigError
+from experiments.train import NonFiniteError
 from structured import StructureError
 
-USER_ERRORS = (ConfigError, DataError, StructureError)
+USER_ERRORS = (ConfigError, DataError, NonFiniteError, StructureError)

@@ -68,7 +68,8 @@ def main(argv):
       return
     if not _WORKDIR.value:
       raise app.UsageError("--workdir is required")
-    train.train_and_evaluate(config, _WORKDIR.value)
+    if train.train_and_evaluate(config, _WORKDIR.value).get("preempted"):
+      sys.exit(143)   # 128 + SIGTERM: a scheduler sees the run as interrupted, not done
   except USER_ERRORS as e:
     sys.exit(f"error: {e}")
 

@@ -41,7 +41,8 @@ def schedule(cfg: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
   raise ConfigError(f"optim.schedule='{cfg.schedule}' is unknown; valid: {list(SCHEDULES)}")
 
 
-def _path_key(path) -> tuple:
+def path_key(path) -> tuple:
+  """A pytree key path as plain keys, without NNX's trailing 'value'."""
   keys = tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
   return keys[:-1] if keys and keys[-1] == "value" else keys
 
@@ -60,7 +61,7 @@ def make(cfg: ml_collections.ConfigDict, model: nnx.Module, base_model: nnx.Modu
 
   def labels(params):
     return jax.tree_util.tree_map_with_path(
-        lambda p, _: _label(mults.get(_path_key(p), 1.0)), params)
+        lambda p, _: _label(mults.get(path_key(p), 1.0)), params)
 
   def is_matrix(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)

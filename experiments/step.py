@@ -23,9 +23,10 @@ def loss_fn(model, batch, loss_name: str):
 
 @nnx.jit(static_argnames="loss_name")
 def train_step(model, optimizer, batch, loss_name: str):
+  """One optimizer step; returns the loss and, per gradient tensor, whether it is all finite."""
   loss, grads = nnx.value_and_grad(loss_fn)(model, batch, loss_name)
   optimizer.update(model, grads)
-  return loss
+  return loss, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
 
 
 @nnx.jit(static_argnames="loss_name")

@@ -10,7 +10,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from experiments import data, optim, step as steps, writers
+from experiments import checkpoint, data, optim, preemption, step as steps, writers
 from models import factory
 from structured import mup
 
@@ -32,30 +32,78 @@ def evaluate(model, task) -> dict[str, float]:
   return {f"eval_{k}": float(np.mean([r[k] for r in results])) for k in results[0]}
 
 
+class NonFiniteError(FloatingPointError):
+  """A NaN/Inf loss or gradient; the message names the step and the first bad tensor."""
+
+
+def _first_bad(finite_tree) -> str | None:
+  for path, ok in jax.tree_util.tree_flatten_with_path(finite_tree)[0]:
+    if not bool(ok):
+      return "/".join(map(str, optim.path_key(path)))
+  return None
+
+
+def _poison(batch):
+  """The batch with NaN inputs (``debug.nan_at_step``: tests the non-finite guard)."""
+  return {k: v * np.nan if np.issubdtype(v.dtype, np.floating) else v for k, v in batch.items()}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains ``config.steps`` steps, writing metrics to ``workdir``; returns the final record."""
+  """Trains to ``config.steps``, resuming from the newest readable checkpoint in ``workdir``.
+
+  Saves every ``checkpoint_every`` steps and when SIGTERM arrives (then returns early with
+  ``{"preempted": True}``). A non-finite loss or gradient raises NonFiniteError without
+  saving, so the last good checkpoint stays the newest. Returns the last metrics record.
+  """
   task, model, optimizer, mults = build(config)
   logging.info("muP (%s) per-core multipliers:\n%s", config.mup.parametrization,
                mup.describe(model, mults))
+  ckpt = checkpoint.Checkpointer(workdir, config.max_to_keep) if config.checkpoint_every else None
+  meta = ckpt.restore_latest(model, optimizer) if ckpt else None
+  start = meta["step"] if meta else 0
+  if start:
+    print(f"resuming from the checkpoint at step {start}", flush=True)
   params = sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
   flops_per_example = 3 * model.flops_per_example()   # forward + backward = 3 x forward
-  writer = writers.MetricWriter(workdir, config, config.steps)
+  writer = writers.MetricWriter(workdir, config, config.steps, start_step=start)
+  lr = optim.schedule(config.optim, config.steps)
   record = {}
   t0 = time.time()
-  for step in range(1, config.steps + 1):
-    loss = steps.train_step(model, optimizer, task.train_batch(step), task.loss)
-    examples = step * config.batch_size
-    last = step == config.steps
-    if step % config.log_every == 0 or step % config.eval_every == 0 or last:
-      record = {"step": step, "examples": examples, "flops": examples * flops_per_example,
-                "train_loss": float(loss), "params": params,
-                "lr": float(optim.schedule(config.optim, config.steps)(step)),
-                "time": time.time() - t0}
-      if step % config.eval_every == 0 or last:
-        record.update(evaluate(model, task))
-      if last:
-        record["final"] = True
-      writer.write(record)
-      writer.progress(step, record["train_loss"], examples)
+  with preemption.SigtermFlag() as preempted:
+    for step in range(start + 1, config.steps + 1):
+      batch = task.train_batch(step)
+      if step == config.debug.nan_at_step:
+        batch = _poison(batch)
+      loss, finite = steps.train_step(model, optimizer, batch, task.loss)
+      bad_grad = _first_bad(finite)
+      if bad_grad or not np.isfinite(float(loss)):
+        raise NonFiniteError(
+            f"non-finite {'gradient' if bad_grad else 'loss'} at step {step} (loss {float(loss)}, "
+            f"first non-finite gradient: {bad_grad or 'none'}); stopped without saving, the newest "
+            f"checkpoint (step {_saved(ckpt)}) is intact")
+      examples = step * config.batch_size
+      last = step == config.steps
+      if step % config.log_every == 0 or step % config.eval_every == 0 or last:
+        record = {"step": step, "examples": examples, "flops": examples * flops_per_example,
+                  "train_loss": float(loss), "params": params, "lr": float(lr(step)),
+                  "time": time.time() - t0}
+        if step % config.eval_every == 0 or last:
+          record.update(evaluate(model, task))
+        if last:
+          record["final"] = True
+        writer.write(record)
+        writer.progress(step, record["train_loss"], examples)
+      if ckpt and (step % config.checkpoint_every == 0 or last or preempted()):
+        ckpt.save(step, model, optimizer, {"examples": examples})
+      if preempted() and not last:
+        print(f"SIGTERM: saved the checkpoint at step {step}, stopping", flush=True)
+        record = {"step": step, "preempted": True}
+        break
   writer.close()
+  if ckpt:
+    ckpt.close()
   return record
+
+
+def _saved(ckpt) -> int | None:
+  return ckpt.manager.latest_step() if ckpt else None

@@ -15,7 +15,10 @@ import ml_collections
 class MetricWriter:
   """Appends one JSON object per line; a line with ``"final": true`` marks a finished run."""
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict, total_steps: int):
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict, total_steps: int,
+               start_step: int = 0):
+    """``start_step``: the step training resumes from; later records (from a killed attempt
+    that got past the checkpoint) are dropped so no step is logged twice."""
     self.workdir, self.total_steps = workdir, total_steps
     self.active = jax.process_index() == 0
     self._t0, self._last = time.time(), None
@@ -23,6 +26,11 @@ class MetricWriter:
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
+    kept = [r for r in read_metrics(workdir) if r["step"] <= start_step]
+    tmp = os.path.join(workdir, "metrics.jsonl.tmp")
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, os.path.join(workdir, "metrics.jsonl"))
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     mode = config.wandb.mode
