@@ -39,5 +39,10 @@ def model_structure(arg: ml_collections.ConfigDict, arg_keys) -> ml_collections.
   return ml_collections.ConfigDict({k: v for k, v in arg.items() if k not in arg_keys})
 
 
+def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
+  """Device mesh sizes; -1 takes all remaining devices (see experiments/sharding.py)."""
+  return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
+
+
 def wandb(project: str = "strux") -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(mode="offline", project=project))

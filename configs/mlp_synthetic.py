@@ -33,6 +33,7 @@ def get_config(arg=None):
       structure=common.model_structure(arg, ARG_KEYS)))
   config.optim = common.optim(lr=3e-3, warmup_steps=50)
   config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mesh = common.mesh()
   config.wandb = common.wandb()
   if arg.runlocal:
     config.steps, config.batch_size, config.log_every, config.eval_every = 20, 32, 5, 10

@@ -56,13 +56,14 @@ def _check_override(config, dotted: str) -> None:
 
 def main(argv):
   del argv
-  from experiments import train   # imports jax; after flags so --help is fast
+  from experiments import sharding, train   # imports jax; after flags so --help is fast
+  sharding.maybe_initialize_distributed()
   from experiments.errors import USER_ERRORS
   from structured import mup
   config = _CONFIG.value
   try:
     if _DRY_RUN.value:
-      _, model, _, mults = train.build(config)
+      _, model, _, mults, _ = train.build(config)
       print(mup.describe(model, mults))
       print(f"forward FLOPs per example: {model.flops_per_example():,}")
       return

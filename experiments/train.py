@@ -10,25 +10,29 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from experiments import checkpoint, data, optim, preemption, step as steps, writers
+from experiments import checkpoint, data, optim, preemption, sharding, step as steps, writers
 from models import factory
 from structured import mup
 
 
 def build(config: ml_collections.ConfigDict):
-  """Task, model, optimizer and the muP multipliers for ``config`` (no training)."""
+  """Task, model (placed on the mesh), optimizer, muP multipliers and mesh; no training."""
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(mesh, config.batch_size)
   task = data.make(config.data, config.batch_size, config.seed)
   model = factory.build(config.model, task.d_in, task.d_out, nnx.Rngs(config.seed))
   mup.apply_init(model, config.mup.parametrization)
+  sharding.shard_model(model, mesh)
   base = factory.build_base(config.model, task.d_in, task.d_out)
   tx, mults = optim.make(config.optim, model, base, config.mup.parametrization, config.steps)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  return task, model, optimizer, mults
+  return task, model, optimizer, mults, mesh
 
 
-def evaluate(model, task) -> dict[str, float]:
+def evaluate(model, task, mesh) -> dict[str, float]:
   """Eval metrics averaged over the task's eval batches, keyed ``eval_<metric>``."""
-  results = [steps.eval_step(model, batch, task.loss) for batch in task.eval_batches()]
+  results = [steps.eval_step(model, sharding.shard_batch(batch, mesh), task.loss)
+             for batch in task.eval_batches()]
   return {f"eval_{k}": float(np.mean([r[k] for r in results])) for k in results[0]}
 
 
@@ -55,7 +59,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ``{"preempted": True}``). A non-finite loss or gradient raises NonFiniteError without
   saving, so the last good checkpoint stays the newest. Returns the last metrics record.
   """
-  task, model, optimizer, mults = build(config)
+  task, model, optimizer, mults, mesh = build(config)
   logging.info("muP (%s) per-core multipliers:\n%s", config.mup.parametrization,
                mup.describe(model, mults))
   ckpt = checkpoint.Checkpointer(workdir, config.max_to_keep) if config.checkpoint_every else None
@@ -74,6 +78,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       batch = task.train_batch(step)
       if step == config.debug.nan_at_step:
         batch = _poison(batch)
+      batch = sharding.shard_batch(batch, mesh)
       loss, finite = steps.train_step(model, optimizer, batch, task.loss)
       bad_grad = _first_bad(finite)
       if bad_grad or not np.isfinite(float(loss)):
@@ -88,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   "train_loss": float(loss), "params": params, "lr": float(lr(step)),
                   "time": time.time() - t0}
         if step % config.eval_every == 0 or last:
-          record.update(evaluate(model, task))
+          record.update(evaluate(model, task, mesh))
         if last:
           record["final"] = True
         writer.write(record)

@@ -33,7 +33,7 @@ def _run(workdir):
 
 def _params(workdir):
   config = mlp_synthetic.get_config("runlocal")
-  _, model, optimizer, _ = train.build(config)
+  _, model, optimizer, _, _ = train.build(config)
   meta = checkpoint.Checkpointer(str(workdir)).restore_latest(model, optimizer)
   return meta["step"], jax.tree.leaves(nnx.state(model, nnx.Param))
 
@@ -86,7 +86,7 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  _, model, optimizer, _ = train.build(config)
+  _, model, optimizer, _, _ = train.build(config)
   meta = checkpoint.Checkpointer(str(tmp_path)).restore_latest(model, optimizer)
   assert meta["step"] == 10
 
@@ -98,6 +98,6 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   with pytest.raises(train.NonFiniteError, match=r"non-finite gradient at step 15 .*first non-finite "
                      r"gradient: [\w/]+.*checkpoint \(step 10\) is intact"):
     train.train_and_evaluate(config, str(tmp_path))
-  _, model, optimizer, _ = train.build(config)
+  _, model, optimizer, _, _ = train.build(config)
   assert checkpoint.Checkpointer(str(tmp_path)).restore_latest(model, optimizer)["step"] == 10
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))

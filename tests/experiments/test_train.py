@@ -29,7 +29,7 @@ def _config(**overrides):
 def test_two_steps_lower_the_loss(kind):
   config = _config(**{"model.kind": kind, "optim.warmup_steps": 0, "optim.schedule": "constant",
                       "optim.lr": 1e-2})
-  task, model, optimizer, _ = train.build(config)
+  task, model, optimizer, _, _ = train.build(config)
   batch = task.train_batch(0)
   before = float(step.eval_step(model, batch, task.loss)["loss"])
   for _ in range(2):
@@ -41,7 +41,7 @@ def test_two_steps_lower_the_loss(kind):
 def test_flops_are_examples_times_three_forward(tmp_path):
   config = _config(**{"model.kind": "btt", "model.width": 64, "steps": 10})
   train.train_and_evaluate(config, str(tmp_path))
-  _, model, _, _ = train.build(config)
+  _, model, _, _, _ = train.build(config)
   per_example = model.flops_per_example()
   layers = [model.embed, model.readout] + [l for b in model.blocks for l in (b.up, b.down)]
   assert per_example == sum(l.flops_per_token() for l in layers)

@@ -1,0 +1,83 @@
+"""Device mesh, parameter and batch shardings with JAX's own machinery.
+
+The mesh has axes ('data', 'fsdp', 'tensor') from ``config.mesh`` (-1 = all remaining
+devices). Batches split their leading dim over ('data', 'fsdp'); with fsdp > 1 every
+parameter is also split along its largest dimension divisible by the fsdp size (ZeRO-3 style:
+XLA gathers it for the matmul and reduce-scatters its gradient). Tensor parallelism is
+reserved in the mesh; today its size must be 1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from experiments.optim import ConfigError
+
+AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+
+def maybe_initialize_distributed() -> None:
+  """``jax.distributed.initialize()`` when a multi-host launcher set the environment up."""
+  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("STRUX_DISTRIBUTED") == "1":
+    jax.distributed.initialize()
+
+
+def make_mesh(cfg: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  sizes = [cfg[a] for a in AXES]
+  n = jax.device_count()
+  if sizes.count(-1) > 1:
+    raise ConfigError(f"config.mesh: at most one axis may be -1, got {dict(zip(AXES, sizes))}")
+  fixed = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if n % fixed:
+      raise ConfigError(f"config.mesh {dict(zip(AXES, sizes))}: {n} devices are not divisible by {fixed}")
+    sizes[sizes.index(-1)] = n // fixed
+  if math.prod(sizes) > n:
+    raise ConfigError(f"config.mesh {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices; "
+                      f"{n} are available")
+  if sizes[2] != 1:
+    raise ConfigError("config.mesh.tensor must be 1: tensor parallelism is not implemented yet")
+  devices = np.array(jax.devices()[: math.prod(sizes)]).reshape(sizes)
+  return jax.sharding.Mesh(devices, AXES)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def check_batch(mesh, batch_size: int, what: str = "batch_size") -> None:
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if batch_size % shards:
+    raise ConfigError(f"{what}={batch_size} is not divisible by the data-parallel size {shards} "
+                      f"(mesh data x fsdp); use a multiple of {shards}")
+
+
+def shard_batch(batch: dict, mesh) -> dict:
+  """The host's batch as global arrays split over the batch axes."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
+  """Split the largest dim divisible by ``fsdp`` over 'fsdp'; replicate if none is."""
+  if fsdp > 1:
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+      if shape[dim] % fsdp == 0:
+        return P(*[("fsdp" if d == dim else None) for d in range(len(shape))])
+  return P()
+
+
+def shard_model(model: nnx.Module, mesh) -> None:
+  """Places every model variable on ``mesh`` (FSDP-split when mesh.fsdp > 1, else replicated)."""
+  state = nnx.state(model)
+  fsdp = mesh.shape["fsdp"]
+  shardings = jax.tree.map(lambda x: NamedSharding(mesh, param_spec(x.shape, fsdp)), state)
+  nnx.update(model, jax.device_put(state, shardings))
