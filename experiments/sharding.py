@@ -75,9 +75,10 @@ def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
   return P()
 
 
-def shard_model(model: nnx.Module, mesh) -> None:
-  """Places every model variable on ``mesh`` (FSDP-split when mesh.fsdp > 1, else replicated)."""
-  state = nnx.state(model)
+def place(node: nnx.Module | nnx.Optimizer, mesh) -> None:
+  """Places every variable of a model or optimizer on ``mesh`` (FSDP-split when mesh.fsdp > 1,
+  else replicated), so checkpoints restore onto the same shardings."""
+  state = nnx.state(node)
   fsdp = mesh.shape["fsdp"]
   shardings = jax.tree.map(lambda x: NamedSharding(mesh, param_spec(x.shape, fsdp)), state)
-  nnx.update(model, jax.device_put(state, shardings))
+  nnx.update(node, jax.device_put(state, shardings))

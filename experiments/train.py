@@ -22,10 +22,11 @@ def build(config: ml_collections.ConfigDict):
   task = data.make(config.data, config.batch_size, config.seed)
   model = factory.build(config.model, task.d_in, task.d_out, nnx.Rngs(config.seed))
   mup.apply_init(model, config.mup.parametrization)
-  sharding.shard_model(model, mesh)
+  sharding.place(model, mesh)
   base = factory.build_base(config.model, task.d_in, task.d_out)
   tx, mults = optim.make(config.optim, model, base, config.mup.parametrization, config.steps)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  sharding.place(optimizer, mesh)
   return task, model, optimizer, mults, mesh
 
 
