@@ -84,6 +84,10 @@ def main(argv=None) -> int:
   parser.add_argument("--workers", type=int, default=1, help="runs at once (CPU: one core each)")
   parser.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
   parser.add_argument("--print-commands", action="store_true", help="print one shell command per run")
+  parser.add_argument("--launcher", default=None,
+                      help="with --print-commands: a template wrapping each command, {cmd} is replaced "
+                           "by the quoted command, e.g. \"gcloud compute tpus tpu-vm ssh NAME "
+                           "--worker=all --command={cmd}\"")
   args = parser.parse_args(argv)
 
   config, runs = load_sweep(args.sweep, args.sweep_arg)
@@ -96,7 +100,8 @@ def main(argv=None) -> int:
 
   if args.print_commands:
     for run, name in zip(runs, names):
-      print(shlex.join(command(config, run, os.path.join(root, name))))
+      cmd = shlex.join(command(config, run, os.path.join(root, name)))
+      print(args.launcher.replace("{cmd}", shlex.quote(cmd)) if args.launcher else cmd)
     return 0
   if args.dry_run:
     for i, name in enumerate(names):

@@ -98,7 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if last:
           record["final"] = True
         writer.write(record)
-        writer.progress(step, record["train_loss"], examples)
+        writer.progress(step, record["train_loss"], examples, record["flops"])
       if ckpt and (step % config.checkpoint_every == 0 or last or preempted()):
         ckpt.save(step, model, optimizer, {"examples": examples})
       if preempted() and not last:

@@ -12,6 +12,18 @@ import jax
 import ml_collections
 
 
+# Dense bf16 peak FLOP/s per device, by substrings of jax's device_kind.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
+              "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12}
+
+
+def model_flops_utilization(flops_per_second: float) -> float | None:
+  """Achieved model FLOP/s over the devices' peak; None where the peak is unknown (CPU)."""
+  kind = jax.devices()[0].device_kind
+  peak = next((v for k, v in PEAK_FLOPS.items() if k.lower() in kind.lower()), None)
+  return flops_per_second / (peak * jax.device_count()) if peak else None
+
+
 class MetricWriter:
   """Appends one JSON object per line; a line with ``"final": true`` marks a finished run."""
 
@@ -48,18 +60,21 @@ class MetricWriter:
     if self._wandb is not None:
       self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
-  def progress(self, step: int, loss: float, examples: int) -> None:
-    """One line: step, loss, steps/s, examples/s and ETA."""
+  def progress(self, step: int, loss: float, examples: int, flops: float) -> None:
+    """One line: step, loss, steps/s, examples/s, MFU (where the device peak is known), ETA."""
     if not self.active:
       return
     now = time.time()
     if self._last is not None:
-      (s0, t0, e0) = self._last
-      rate = (step - s0) / max(now - t0, 1e-9)
+      s0, t0, e0, f0 = self._last
+      dt = max(now - t0, 1e-9)
+      rate = (step - s0) / dt
       eta = (self.total_steps - step) / max(rate, 1e-9)
+      mfu = model_flops_utilization((flops - f0) / dt)
       print(f"step {step:>6d}/{self.total_steps}  loss {loss:.4g}  {rate:6.1f} steps/s  "
-            f"{(examples - e0) / max(now - t0, 1e-9):8.0f} ex/s  eta {eta:5.0f}s", flush=True)
-    self._last = (step, now, examples)
+            f"{(examples - e0) / dt:8.0f} ex/s  MFU {'n/a' if mfu is None else f'{mfu:.1%}'}  "
+            f"eta {eta:5.0f}s", flush=True)
+    self._last = (step, now, examples, flops)
 
   def close(self) -> None:
     if self._wandb is not None:

@@ -2,9 +2,13 @@
 
 import os
 import shlex
+import signal
+import subprocess
+import sys
+import time
 
 from configs.sweeps import product, zipped
-from experiments import sweep
+from experiments import sweep, writers
 
 SWEEP = "configs/sweeps/mlp_synthetic.py"
 
@@ -38,3 +42,35 @@ def test_finished_runs_are_skipped(tmp_path, capsys):
   sweep.main(["--sweep", SWEEP, "--dry-run", "--root", str(tmp_path)])
   out = capsys.readouterr().out
   assert f"done  {sweep.run_name(runs[0])}" in out and "12 runs, 11 to run" in out
+
+
+def test_launcher_template_wraps_each_command(capsys):
+  sweep.main(["--sweep", SWEEP, "--print-commands", "--launcher", "ssh host --command={cmd}"])
+  first = capsys.readouterr().out.splitlines()[0]
+  assert first.startswith("ssh host --command='") and "experiments.main" in first
+
+
+def test_killed_sweep_restarted_finishes_every_run_once(tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  sweep_file = tmp_path / "tiny.py"
+  sweep_file.write_text(
+      f"CONFIG = {os.path.join(repo, 'configs/mlp_synthetic.py')!r}\n"
+      "def get_sweep(arg=None):\n"
+      "  return [{'arg': 'runlocal', 'model.width': w, 'steps': 150, 'log_every': 10} for w in (16, 32, 48)]\n")
+  root = tmp_path / "runs"
+  cmd = [sys.executable, "-m", "experiments.sweep", "--sweep", str(sweep_file), "--root", str(root)]
+  proc = subprocess.Popen(cmd, cwd=repo, start_new_session=True, stdout=subprocess.PIPE, text=True)
+  t0 = time.time()
+  while not any(writers.read_metrics(str(d)) for d in root.glob("*")) and time.time() - t0 < 120:
+    time.sleep(0.05)
+  os.killpg(proc.pid, signal.SIGKILL)   # the sweep and the run it was executing
+  proc.wait()
+  out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600).stdout
+  runs = sorted(root.glob("*"))
+  assert len(runs) == 3
+  for run in runs:
+    records = writers.read_metrics(str(run))
+    steps = [r["step"] for r in records]
+    assert steps == sorted(set(steps)) and steps[-1] == 150
+    assert sum(bool(r.get("final")) for r in records) == 1
+    assert run.name in out   # the summary lists every run
