@@ -7,12 +7,16 @@ from flax import nnx
 from structured.base import StructuredLinear, StructureError
 from structured.btt import BTT
 from structured.dense import Dense
+from structured.kronecker import Kronecker
 from structured.low_rank import LowRank
+from structured.monarch import Monarch
 
 FAMILIES: dict[str, type[StructuredLinear]] = {
     "dense": Dense,
     "low_rank": LowRank,
     "btt": BTT,
+    "monarch": Monarch,
+    "kronecker": Kronecker,
 }
 
 _LAYER_ARGS = ("d_in", "d_out", "use_bias", "role", "rngs", "self")

@@ -7,10 +7,12 @@ import pytest
 from flax import nnx
 
 import structured
+from pallas_kernels import backend
 from structured import StructureError
 
 SHAPES = [(64, 64), (64, 144), (144, 64)]
-HPARAMS = {"low_rank": {"rank": 3}, "btt": {"rank": 2}}
+HPARAMS = {"low_rank": {"rank": 3}, "btt": {"rank": 2}, "monarch": {"blocks": 4},
+           "kronecker": {"factors": 2}}
 
 
 @pytest.mark.parametrize("kind", sorted(structured.FAMILIES))
@@ -37,6 +39,39 @@ def test_closed_forms():
   assert btt.num_params() == 2 * (64 * 12 + 144 * 8) == btt.flops_per_token() // 2
   low = structured.make("low_rank", 64, 144, rngs=rngs, rank=3)
   assert low.num_params() == 3 * (64 + 144) == low.flops_per_token() // 2
+  monarch = structured.make("monarch", 64, 144, rngs=rngs, blocks=4)   # min(n,m)(n+m)/b
+  assert monarch.num_params() == 64 * (64 + 144) // 4 == monarch.flops_per_token() // 2
+  kron = structured.make("kronecker", 64, 144, rngs=rngs)   # (8x12) (x) (8x12)
+  assert kron.num_params() == 2 * 8 * 12
+  assert kron.flops_per_token() == 2 * (64 * 12 + 8 * 144)
+
+
+@pytest.mark.parametrize("kind,hparams", [("low_rank", {"rank": 3}), ("btt", {"rank": 2}),
+                                          ("monarch", {"blocks": 4}), ("kronecker", {})])
+def test_projection_recovers_a_member_of_the_family(kind, hparams):
+  member = structured.make(kind, 64, 144, rngs=nnx.Rngs(3), **hparams)
+  w = member.to_dense()
+  projected = structured.family(kind).project(w, **hparams)
+  err = jnp.linalg.norm(projected.to_dense() - w) / jnp.linalg.norm(w)
+  assert err < 1e-4
+
+
+@pytest.mark.parametrize("kind,hparams", [("low_rank", {"rank": 3}), ("btt", {"rank": 2}),
+                                          ("monarch", {"blocks": 4}), ("kronecker", {})])
+def test_flops_agree_with_xla(kind, hparams):
+  layer = structured.make(kind, 256, 576, rngs=nnx.Rngs(0), **hparams)
+  x = jnp.ones((128, 256))
+  cost = jax.jit(lambda v: layer(v)).lower(x).compile().cost_analysis()
+  xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
+  assert xla == pytest.approx(128 * layer.flops_per_token(), rel=0.05)
+
+
+def test_low_rank_projection_is_the_eckart_young_optimum():
+  w = jax.random.normal(jax.random.key(0), (64, 96))
+  projected = structured.family("low_rank").project(w, rank=5)
+  s = jnp.linalg.svd(w, compute_uv=False)
+  err = jnp.linalg.norm(projected.to_dense() - w)
+  assert float(err) == pytest.approx(float(jnp.sqrt(jnp.sum(s[5:] ** 2))), rel=1e-4)
 
 
 def test_bad_inputs_are_clear_errors():
@@ -49,3 +84,18 @@ def test_bad_inputs_are_clear_errors():
     structured.make("btt", 67, 64, rngs=rngs)
   with pytest.raises(StructureError, match="no hyperparameter"):
     structured.make("btt", 64, 64, rngs=rngs, rnak=2)
+  with pytest.raises(StructureError, match="impl='cuda' is unknown"):
+    structured.make("btt", 64, 64, rngs=rngs, impl="cuda")
+  with pytest.raises(StructureError, match="monarch with blocks=3 .*nearest valid widths"):
+    structured.make("monarch", 64, 64, rngs=rngs, blocks=3)
+
+
+@pytest.mark.parametrize("kind,hparams", [("btt", {"rank": 2}), ("monarch", {"blocks": 4})])
+def test_pallas_impl_matches_xla(kind, hparams):
+  xla = structured.make(kind, 64, 144, rngs=nnx.Rngs(0), **hparams)
+  fast = structured.make(kind, 64, 144, rngs=nnx.Rngs(0), impl="pallas", **hparams)
+  x = jax.random.normal(jax.random.key(1), (4, 64))
+  backend.warn_fallback.cache_clear()
+  with pytest.warns(UserWarning, match="using the pure-jnp reference"):   # CPU: no kernel body
+    y = fast(x)
+  np.testing.assert_allclose(y, xla(x), rtol=1e-5, atol=1e-5)
