@@ -9,6 +9,7 @@ structure-aware muP works on). Models, muP, FLOP accounting and tests rely on no
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -78,6 +79,23 @@ def nearest_valid(d: int, ok, count: int = 2) -> list[int]:
   return sorted(below + above)
 
 
+_RECORDED: list | None = None
+
+
+@contextlib.contextmanager
+def record_outputs():
+  """Collects ``(layer, output)`` of every structured layer called (eagerly) inside the block.
+
+  Coordinate checks use it to read each layer's activations without changing any model.
+  """
+  global _RECORDED
+  _RECORDED, previous = [], _RECORDED
+  try:
+    yield _RECORDED
+  finally:
+    _RECORDED = previous
+
+
 class StructuredLinear(nnx.Module):
   """Base class: bias, dtype policy and parameter counting shared by all families.
 
@@ -101,7 +119,10 @@ class StructuredLinear(nnx.Module):
     y = self._matmul(x_NxI)
     if self.bias is not None:
       y = y + self.bias[...].astype(jnp.float32)
-    return y.astype(x_NxI.dtype)
+    y = y.astype(x_NxI.dtype)
+    if _RECORDED is not None:
+      _RECORDED.append((self, y))
+    return y
 
   def _matmul(self, x: jax.Array) -> jax.Array:
     """``x @ W`` accumulated in float32 (returned in float32)."""
