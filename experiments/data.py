@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-TASKS = ("teacher",)
+TASKS = ("teacher", "bytes")
 
 
 class DataError(ValueError):
@@ -25,10 +25,12 @@ class TeacherStudent:
   """
 
   loss = "mse"
+  tokens_per_example = 1
 
   def __init__(self, d_in: int, d_out: int, width: int, depth: int, *, seed: int,
                batch_size: int, eval_examples: int = 4096):
     self.d_in, self.d_out, self.seed, self.batch_size = d_in, d_out, seed, batch_size
+    self.spec = {"d_in": d_in, "d_out": d_out}
     self.eval_examples = eval_examples
     dims = [d_in] + [width] * depth + [d_out]
     keys = jax.random.split(jax.random.key(seed), len(dims) - 1)
@@ -61,4 +63,8 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, seed: int):
   if cfg.name == "teacher":
     return TeacherStudent(cfg.d_in, cfg.d_out, cfg.width, cfg.depth, seed=seed + cfg.seed_offset,
                           batch_size=batch_size, eval_examples=cfg.eval_examples)
+  if cfg.name == "bytes":
+    from experiments.text import ByteText
+    return ByteText(cfg.dir, cfg.pattern, cfg.seq_len, seed=seed + cfg.seed_offset,
+                    batch_size=batch_size, max_bytes=cfg.max_bytes, eval_batches=cfg.eval_batches)
   raise DataError(f"data.name='{cfg.name}' is unknown; valid: {list(TASKS)}")

@@ -14,7 +14,7 @@ def xent(logits, labels):
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels))
 
 
-LOSSES = {"mse": mse, "xent": xent}
+LOSSES = {"mse": mse, "xent": xent, "lm": xent}
 
 
 def loss_fn(model, batch, loss_name: str):
@@ -32,4 +32,7 @@ def train_step(model, optimizer, batch, loss_name: str):
 @nnx.jit(static_argnames="loss_name")
 def eval_step(model, batch, loss_name: str) -> dict:
   """Metrics of one eval batch (averaged over batches by the caller)."""
-  return {"loss": loss_fn(model, batch, loss_name)}
+  loss = loss_fn(model, batch, loss_name)
+  if loss_name == "lm":   # byte-level: nats per byte -> bits per byte
+    return {"loss": loss, "bits_per_byte": loss / jnp.log(2.0)}
+  return {"loss": loss}

@@ -20,10 +20,10 @@ def build(config: ml_collections.ConfigDict):
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(mesh, config.batch_size)
   task = data.make(config.data, config.batch_size, config.seed)
-  model = factory.build(config.model, task.d_in, task.d_out, nnx.Rngs(config.seed))
+  model = factory.build(config.model, task.spec, nnx.Rngs(config.seed), config.mup.parametrization)
   mup.apply_init(model, config.mup.parametrization)
   sharding.place(model, mesh)
-  base = factory.build_base(config.model, task.d_in, task.d_out)
+  base = factory.build_base(config.model, task.spec)
   tx, mults = optim.make(config.optim, model, base, config.mup.parametrization, config.steps)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   sharding.place(optimizer, mesh)
@@ -90,7 +90,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       examples = step * config.batch_size
       last = step == config.steps
       if step % config.log_every == 0 or step % config.eval_every == 0 or last:
-        record = {"step": step, "examples": examples, "flops": examples * flops_per_example,
+        record = {"step": step, "examples": examples, "tokens": examples * task.tokens_per_example,
+                  "flops": examples * flops_per_example,
                   "train_loss": float(loss), "params": params, "lr": float(lr(step)),
                   "time": time.time() - t0}
         if step % config.eval_every == 0 or last:

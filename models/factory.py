@@ -6,10 +6,11 @@ import ml_collections
 from flax import nnx
 
 import structured
+from models.gpt2 import GPT2
 from models.mlp import MLP
 from structured import StructureError
 
-MODELS = ("mlp",)
+MODELS = ("mlp", "gpt2")
 # Which layer types each `layers` choice structures (the rest stay dense).
 LAYER_SELECTIONS = {
     "all": ("input", "ffn", "readout", "attn", "patch", "head"),
@@ -37,16 +38,24 @@ def linear_factory(cfg: ml_collections.ConfigDict, rngs: nnx.Rngs):
   return linear
 
 
-def build(cfg: ml_collections.ConfigDict, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Module:
-  """The model ``cfg.name`` with input size ``d_in`` and output size ``d_out``."""
+def build(cfg: ml_collections.ConfigDict, spec: dict, rngs: nnx.Rngs,
+          parametrization: str = "mup") -> nnx.Module:
+  """The model ``cfg.name`` for a task's ``spec`` (d_in/d_out, or vocab/seq_len)."""
   if cfg.name not in MODELS:
     raise StructureError(f"model.name='{cfg.name}' is unknown; valid: {list(MODELS)}")
   linear = linear_factory(cfg, rngs)
-  return MLP(d_in, d_out, cfg.width, cfg.depth, linear, expansion=cfg.expansion, rngs=rngs)
+  if cfg.name == "mlp":
+    return MLP(spec["d_in"], spec["d_out"], cfg.width, cfg.depth, linear,
+               expansion=cfg.expansion, rngs=rngs)
+  d_head = cfg.width // cfg.heads
+  scale = 1 / d_head if parametrization == "mup" else d_head**-0.5
+  return GPT2(spec["vocab"], spec["seq_len"], cfg.width, cfg.depth, cfg.heads, linear,
+              expansion=cfg.expansion, qk_norm=cfg.qk_norm, tie_embeddings=cfg.tie_embeddings,
+              logit_scale=scale, rngs=rngs)
 
 
-def build_base(cfg: ml_collections.ConfigDict, d_in: int, d_out: int) -> nnx.Module:
+def build_base(cfg: ml_collections.ConfigDict, spec: dict) -> nnx.Module:
   """The abstract model at ``cfg.base_width``: it supplies muP's base fan-ins."""
   base_cfg = ml_collections.ConfigDict(cfg.to_dict())
   base_cfg.width = cfg.base_width
-  return nnx.eval_shape(lambda: build(base_cfg, d_in, d_out, nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: build(base_cfg, spec, nnx.Rngs(0)))

@@ -5,32 +5,18 @@ width) -> LN -> readout (width -> d_out). Every linear comes from ``linear(layer
 d_in, d_out)`` so the config decides which ones are structured.
 """
 
-from typing import Callable
-
-import jax
 from flax import nnx
 
-from structured import StructuredLinear
+from models.layers import FeedForward, LinearFactory
 
 LAYER_TYPES = ("input", "ffn", "readout")
-LinearFactory = Callable[..., StructuredLinear]
-
-
-class Block(nnx.Module):
-  def __init__(self, width: int, expansion: int, linear: LinearFactory, rngs: nnx.Rngs):
-    self.norm = nnx.LayerNorm(width, rngs=rngs)
-    self.up = linear("ffn", "hidden", width, expansion * width)
-    self.down = linear("ffn", "residual_out", expansion * width, width)
-
-  def __call__(self, h):
-    return h + self.down(jax.nn.gelu(self.up(self.norm(h))))
 
 
 class MLP(nnx.Module):
   def __init__(self, d_in: int, d_out: int, width: int, depth: int, linear: LinearFactory, *,
                expansion: int = 4, rngs: nnx.Rngs):
     self.embed = linear("input", "input", d_in, width)
-    self.blocks = nnx.List([Block(width, expansion, linear, rngs) for _ in range(depth)])
+    self.blocks = nnx.List([FeedForward(width, expansion, linear, rngs) for _ in range(depth)])
     self.norm = nnx.LayerNorm(width, rngs=rngs)
     self.readout = linear("readout", "readout", width, d_out)
 
@@ -42,5 +28,5 @@ class MLP(nnx.Module):
 
   def flops_per_example(self) -> int:
     """Forward FLOPs of the linear layers (norms and activations are O(width), left out)."""
-    layers = [self.embed, self.readout] + [l for b in self.blocks for l in (b.up, b.down)]
-    return sum(layer.flops_per_token() for layer in layers)
+    return (self.embed.flops_per_token() + self.readout.flops_per_token()
+            + sum(block.flops_per_token() for block in self.blocks))
