@@ -26,6 +26,15 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
+def run(steps: int, batch_size: int, log_every: int, eval_every: int,
+        checkpoint_every: int) -> ml_collections.ConfigDict:
+  """The top level every config shares: seed, duration, logging and checkpoint cadence."""
+  return ml_collections.ConfigDict(dict(
+      seed=0, steps=steps, batch_size=batch_size, log_every=log_every, eval_every=eval_every,
+      checkpoint_every=checkpoint_every, max_to_keep=2,
+      debug=ml_collections.ConfigDict(dict(nan_at_step=0))))   # nan_at_step: tests the NaN guard
+
+
 def optim(lr: float = 3e-3, **overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
       name="adamw", lr=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,

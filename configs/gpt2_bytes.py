@@ -15,15 +15,8 @@ ARG_KEYS = ("kind", "width", "depth", "heads", "layers", "param", "runlocal")
 def get_config(arg=None):
   arg = common.parse_arg(arg, kind="dense", width=128, depth=4, heads=4, layers="all_but_last",
                          param="mup", runlocal=False)
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.steps = 1500
-  config.batch_size = 32
-  config.log_every = 50
-  config.eval_every = 250
-  config.checkpoint_every = 500
-  config.max_to_keep = 2
-  config.debug = ml_collections.ConfigDict(dict(nan_at_step=0))
+  config = common.run(steps=1500, batch_size=32, log_every=50, eval_every=250,
+                      checkpoint_every=500)
   config.data = ml_collections.ConfigDict(dict(
       name="bytes", dir="", pattern="**/*.py", seq_len=128, max_bytes=8_000_000, eval_batches=8,
       seed_offset=0))

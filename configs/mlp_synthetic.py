@@ -16,15 +16,8 @@ ARG_KEYS = ("kind", "width", "depth", "layers", "param", "runlocal")
 def get_config(arg=None):
   arg = common.parse_arg(arg, kind="dense", width=64, depth=3, layers="ffn",
                          param="mup", runlocal=False)
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.steps = 1000
-  config.batch_size = 128
-  config.log_every = 50
-  config.eval_every = 100
-  config.checkpoint_every = 500
-  config.max_to_keep = 2
-  config.debug = ml_collections.ConfigDict(dict(nan_at_step=0))
+  config = common.run(steps=1000, batch_size=128, log_every=50, eval_every=100,
+                      checkpoint_every=500)
   config.data = ml_collections.ConfigDict(dict(
       name="teacher", d_in=16, d_out=4, width=256, depth=4, seed_offset=1000, eval_examples=4096))
   config.model = ml_collections.ConfigDict(dict(
