@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-TASKS = ("teacher", "bytes")
+TASKS = ("teacher", "bytes", "fashion_mnist")
 
 
 class DataError(ValueError):
@@ -67,4 +67,8 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, seed: int):
     from experiments.text import ByteText
     return ByteText(cfg.dir, cfg.pattern, cfg.seq_len, seed=seed + cfg.seed_offset,
                     batch_size=batch_size, max_bytes=cfg.max_bytes, eval_batches=cfg.eval_batches)
+  if cfg.name == "fashion_mnist":
+    from experiments.images import ImageClassification
+    return ImageClassification(cfg.dir, seed=seed + cfg.seed_offset, batch_size=batch_size,
+                               flip=cfg.flip)
   raise DataError(f"data.name='{cfg.name}' is unknown; valid: {list(TASKS)}")

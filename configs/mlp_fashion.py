@@ -1,0 +1,33 @@
+"""python -m experiments.main --config configs/mlp_fashion.py:kind=btt,rank=1 --workdir /tmp/fashion
+
+The Compute Better Spent residual MLP on Fashion-MNIST (offline: Debian's
+dataset-fashion-mnist, `make data`), cross-entropy, eval accuracy on the 10k test images.
+Arg keys: kind, width, depth, layers, param, runlocal; others are structure hyperparameters.
+"""
+
+import ml_collections
+
+from configs import common
+
+ARG_KEYS = ("kind", "width", "depth", "layers", "param", "runlocal")
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, kind="dense", width=256, depth=2, layers="ffn", param="mup",
+                         runlocal=False)
+  config = common.run(steps=3000, batch_size=128, log_every=100, eval_every=1000,
+                      checkpoint_every=1000)
+  config.data = ml_collections.ConfigDict(dict(name="fashion_mnist", dir="", flip=True, seed_offset=0))
+  config.model = ml_collections.ConfigDict(dict(
+      name="mlp", kind=arg.kind, width=arg.width, depth=arg.depth, expansion=4, layers=arg.layers,
+      use_bias=True, base_width=64, structure=common.model_structure(arg, ARG_KEYS)))
+  config.optim = common.optim(lr=1e-3, warmup_steps=100, weight_decay=1e-4)
+  config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mesh = common.mesh()
+  config.wandb = common.wandb()
+  if arg.runlocal:
+    config.steps, config.batch_size, config.log_every, config.eval_every = 30, 32, 10, 30
+    config.checkpoint_every = 0
+    config.model.width = 64
+    config.wandb.mode = "disabled"
+  return config
