@@ -61,9 +61,17 @@ def check_batch(mesh, batch_size: int, what: str = "batch_size") -> None:
 
 
 def shard_batch(batch: dict, mesh) -> dict:
-  """The host's batch as global arrays split over the batch axes."""
+  """The global batch (every host computes the same one from seed and step) as global arrays
+  split over the batch axes; each host contributes only its own rows."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+  index, count = jax.process_index(), jax.process_count()
+
+  def put(v):
+    v = np.asarray(v)
+    rows = len(v) // count
+    return jax.make_array_from_process_local_data(sharding, v[index * rows:(index + 1) * rows], v.shape)
+
+  return {k: put(v) for k, v in batch.items()}
 
 
 def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
