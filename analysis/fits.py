@@ -1,10 +1,11 @@
-"""Scaling-law fits: L(C) = E + A C^-alpha per family, bootstrap CIs, compute multipliers.
+"""Scaling-law fits: L(C) = E + A C^-alpha per family and Chinchilla's L(N, D) (Approach 3).
 
-The fit minimises the **summed** Huber loss (delta = 1e-3) between predicted and observed
-log-loss, with the prediction in log-sum-exp form log L = LSE(e, a - alpha log C)
-(E = exp e, A = exp a), from a grid of starts refined by L-BFGS with tight tolerances:
-averaging the Huber loss or stopping L-BFGS early is what biased Chinchilla's Approach 3
-(Besiroglu et al. 2024).
+Both are fitted in log-sum-exp form (log L = LSE(e, a - alpha log C), E = exp e, A = exp a),
+minimising the **summed** Huber loss (delta 1e-3) on log-loss residuals from a grid of starts
+with tight-tolerance L-BFGS (``analysis.solver``), as Besiroglu et al. (2024) did to correct
+Hoffmann et al. Passing ``weights_BxN`` (per-point weights, one row per bootstrap resample)
+refits B problems in one batched call from the full fit's local optima; the results then hold
+arrays of shape [B].
 """
 
 from __future__ import annotations
@@ -12,122 +13,216 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
 
-from analysis.frontier import envelope
+from analysis import solver
 from analysis.runs import AnalysisError
 
-HUBER_DELTA = 1e-3
+# Hoffmann et al.'s Approach-3 start grid, as (a, b, e, alpha, beta): 6 x 6 x 5 x 5 x 5 = 4,500.
+HOFFMANN_GRID = np.array(list(itertools.product(
+    np.arange(0, 30, 5.0), np.arange(0, 30, 5.0), np.arange(-1, 1.5, 0.5),
+    np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5))))
+
+
+def _col(v):
+  """Scalar -> scalar, [B] -> [B, 1]: broadcast fitted parameters against a query axis."""
+  v = np.asarray(v, float)
+  return v[..., None] if v.ndim else v
 
 
 @dataclasses.dataclass(frozen=True)
 class PowerLaw:
-  """L(C) = E + A C^-alpha, with the summed Huber objective it reached and convergence."""
+  """L(C) = E + A C^-alpha; fields are floats, or [B] arrays for a batch of fits."""
 
-  E: float
-  A: float
-  alpha: float
-  objective: float
-  converged: bool
+  E: float | np.ndarray
+  A: float | np.ndarray
+  alpha: float | np.ndarray
+  objective: float | np.ndarray = np.nan
+  converged: bool | np.ndarray = True
+  starts: np.ndarray | None = dataclasses.field(default=None, repr=False)  # local optima, [K, P]
 
   def loss(self, compute):
-    return self.E + self.A * np.asarray(compute, float) ** -self.alpha
+    """Predicted loss, shape [..., len(compute)]."""
+    return _col(self.E) + _col(self.A) * np.asarray(compute, float) ** -_col(self.alpha)
 
   def compute_to_reach(self, loss):
     """C(L) = (A / (L - E))^(1/alpha); inf where L <= E (never reached)."""
-    gap = np.asarray(loss, float) - self.E
+    gap = np.asarray(loss, float) - _col(self.E)
     with np.errstate(divide="ignore", invalid="ignore"):
-      return np.where(gap > 0, (self.A / gap) ** (1 / self.alpha), np.inf)
+      return np.where(gap > 0, (_col(self.A) / gap) ** (1 / _col(self.alpha)), np.inf)
 
 
-def huber(r, delta=HUBER_DELTA):
-  abs_r = np.abs(r)
-  return np.where(abs_r <= delta, 0.5 * r**2, delta * (abs_r - 0.5 * delta))
+@dataclasses.dataclass(frozen=True)
+class Chinchilla:
+  """L(N, D) = E + A / N^alpha + B / D^beta (N parameters, D training tokens or examples)."""
+
+  E: float | np.ndarray
+  A: float | np.ndarray
+  B: float | np.ndarray
+  alpha: float | np.ndarray
+  beta: float | np.ndarray
+  objective: float | np.ndarray = np.nan
+  converged: bool | np.ndarray = True
+  starts: np.ndarray | None = dataclasses.field(default=None, repr=False)  # local optima, [K, P]
+
+  def loss(self, n_params, n_data):
+    return (_col(self.E) + _col(self.A) * np.asarray(n_params, float) ** -_col(self.alpha)
+            + _col(self.B) * np.asarray(n_data, float) ** -_col(self.beta))
+
+  def compute_optimal(self, compute, flops_per_param_datum: float = 6.0):
+    """(N_opt, D_opt) minimising L under C = 6 N D (Hoffmann et al., eq. 4)."""
+    alpha, beta = _col(self.alpha), _col(self.beta)
+    g = (alpha * _col(self.A) / (beta * _col(self.B))) ** (1 / (alpha + beta))
+    c = np.asarray(compute, float) / flops_per_param_datum
+    return g * c ** (beta / (alpha + beta)), c ** (alpha / (alpha + beta)) / g
 
 
-def _objective(theta, log_c, log_l):
-  e, a, alpha = theta
-  terms = np.stack([np.full_like(log_c, e), a - alpha * log_c])
-  pred = special.logsumexp(terms, axis=0)
-  r = pred - log_l
-  w_e = np.exp(e - pred)
-  dr = np.clip(r, -HUBER_DELTA, HUBER_DELTA)   # huber'(r)
-  grad = np.array([np.sum(dr * w_e), np.sum(dr * (1 - w_e)), -np.sum(dr * (1 - w_e) * log_c)])
-  return float(np.sum(huber(r))), grad
+def power_law_log(theta_P, log_c_N):
+  e, a, alpha = theta_P
+  return jnp.logaddexp(e, a - alpha * log_c_N)
 
 
-def _grid(log_c, log_l, n_best: int):
-  """The ``n_best`` starts of a coarse (e, a, alpha) grid with the lowest objective."""
-  e0 = log_l.min()
-  es = e0 + np.log([0.05, 0.3, 0.6, 0.8, 0.9, 0.97])
-  alphas = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2]
-  starts = []
-  for e, alpha in itertools.product(es, alphas):
-    # a such that the power term matches the excess loss at the median compute
-    excess = np.maximum(np.exp(np.median(log_l)) - np.exp(e), 1e-6)
-    starts.append((e, np.log(excess) + alpha * np.median(log_c), alpha))
-  starts = np.array(starts)
-  scores = [_objective(s, log_c, log_l)[0] for s in starts]
-  return starts[np.argsort(scores)[:n_best]]
+def chinchilla_log(theta_P, x):
+  a, b, e, alpha, beta = theta_P
+  log_n, log_d = x
+  terms = jnp.stack([a - alpha * log_n, b - beta * log_d, jnp.full_like(log_n, e)])
+  return jax.scipy.special.logsumexp(terms, axis=0)
 
 
-def fit_power_law(compute, loss, n_starts: int = 8, warm: PowerLaw | None = None) -> PowerLaw:
-  """Fits L(C) = E + A C^-alpha to points (compute, loss); needs at least 3 points.
+def power_law_grid(log_c_N, log_l_N) -> np.ndarray:
+  """Starts (e, a, alpha): E a fraction of the least loss, alpha from 0.02 to 2, and A set so
+  the power term matches a range of excess losses at the median compute."""
+  es = np.log(np.exp(log_l_N.min()) * np.array([0.05, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]))
+  alphas = np.array([0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0])
+  excess = np.log(np.exp(np.median(log_l_N)) * np.array([0.01, 0.1, 0.5, 1.0]))
+  return np.array([(e, x + alpha * np.median(log_c_N), alpha)
+                   for e, alpha, x in itertools.product(es, alphas, excess)])
 
-  ``warm`` (e.g. the fit on all data, when refitting a bootstrap resample) is tried first.
+
+def multistart(predict, grid_SxP, x, log_l_N, keep: int = 16, burn_in: int = 30) -> solver.Solution:
+  """Every start runs ``burn_in`` L-BFGS iterations, the ``keep`` best run to convergence.
+
+  Returns those ``keep`` solutions, best first (row 0 is the fit; the rest warm-start refits).
+  """
+  burnt = solver.minimize(predict, grid_SxP, x, log_l_N, max_iter=burn_in, max_halvings=10)
+  order = np.argsort(np.nan_to_num(burnt.objective_S, nan=np.inf))[:keep]
+  sol = solver.minimize(predict, burnt.theta_SxP[order], x, log_l_N)
+  order = np.argsort(np.nan_to_num(sol.objective_S, nan=np.inf))
+  return solver.Solution(*(a[order] for a in sol))
+
+
+def refit(predict, starts_KxP, x, log_l_N, weights_BxN) -> solver.Solution:
+  """Best of the ``starts`` (a full-data fit's local optima) under each weighting, [B]."""
+  starts_KxP, weights = np.atleast_2d(starts_KxP), np.asarray(weights_BxN, float)
+  (b, n), k = weights.shape, len(starts_KxP)
+  sol = solver.minimize(predict, np.tile(starts_KxP, (b, 1)), x, log_l_N,
+                        np.repeat(weights, k, axis=0))
+  obj_BxK = np.nan_to_num(sol.objective_S, nan=np.inf).reshape(b, k)
+  best = np.arange(b) * k + np.argmin(obj_BxK, axis=1)
+  return solver.Solution(*(a[best] for a in sol))
+
+
+def _distinct(theta_KxP, n: int) -> np.ndarray:
+  """Up to ``n`` rows of ``theta`` (best first) that differ by > 1e-3 in some coordinate."""
+  chosen = [theta_KxP[0]]
+  for row in theta_KxP[1:]:
+    if len(chosen) < n and np.all([np.max(np.abs(row - c)) > 1e-3 for c in chosen]):
+      chosen.append(row)
+  return np.array(chosen)
+
+
+def _solve(predict, grid, x, log_l, weights_BxN, warm_starts):
+  """Full fit (returns the fit's row and its distinct local optima) or batched refits."""
+  if weights_BxN is None:
+    sol = multistart(predict, grid, x, log_l)
+    return solver.Solution(*(a[0] for a in sol)), _distinct(sol.theta_SxP[np.isfinite(sol.objective_S)], 4)
+  if warm_starts is None:
+    warm_starts = _solve(predict, grid, x, log_l, None, None)[1]
+  return refit(predict, warm_starts, x, log_l, weights_BxN), warm_starts
+
+
+def _finite_positive(*arrays, need: int):
+  arrays = [np.asarray(a, float) for a in arrays]
+  ok = np.all([np.isfinite(a) & (a > 0) for a in arrays], axis=0)
+  if ok.sum() < need:
+    raise AnalysisError(f"this fit needs >= {need} points with finite positive values, "
+                        f"got {int(ok.sum())}")
+  return ok, [a[ok] for a in arrays]
+
+
+def fit_power_law(compute, loss, weights_BxN=None, warm: PowerLaw | None = None) -> PowerLaw:
+  """Fits L(C) = E + A C^-alpha to (compute, loss) points; needs at least 3 points.
+
+  With ``weights_BxN`` (bootstrap resamples) refits B problems from ``warm.starts``.
+  """
+  ok, (compute, loss) = _finite_positive(compute, loss, need=3)
+  log_c, log_l = np.log(compute), np.log(loss)
+  weights = None if weights_BxN is None else np.asarray(weights_BxN, float)[:, ok]
+  sol, starts = _solve(power_law_log, power_law_grid(log_c, log_l), log_c, log_l, weights,
+                       None if warm is None else warm.starts)
+  e, a, alpha = np.moveaxis(sol.theta_SxP, -1, 0)
+  return PowerLaw(np.exp(e), np.exp(a), alpha, sol.objective_S, sol.converged_S, starts)
+
+
+def fit_chinchilla(n_params, n_data, loss, weights_BxN=None, warm: Chinchilla | None = None,
+                   grid_SxP: np.ndarray = HOFFMANN_GRID) -> Chinchilla:
+  """Approach 3: fits L(N, D) = E + A/N^alpha + B/D^beta from Hoffmann's start grid.
+
+  With ``weights_BxN`` (bootstrap resamples) refits B problems from ``warm.starts``.
+  """
+  ok, (n_params, n_data, loss) = _finite_positive(n_params, n_data, loss, need=6)
+  x, log_l = (np.log(n_params), np.log(n_data)), np.log(loss)
+  weights = None if weights_BxN is None else np.asarray(weights_BxN, float)[:, ok]
+  sol, starts = _solve(chinchilla_log, grid_SxP, x, log_l, weights,
+                       None if warm is None else warm.starts)
+  a, b, e, alpha, beta = np.moveaxis(sol.theta_SxP, -1, 0)
+  return Chinchilla(np.exp(e), np.exp(a), np.exp(b), alpha, beta, sol.objective_S,
+                    sol.converged_S, starts)
+
+
+def isoflop(n_params, compute, loss, min_sizes: int = 3, decimals: int = 1):
+  """Approach 2: per compute budget (C rounded to ``decimals`` in log10), a parabola of loss vs
+  log N gives N*(C); a line through log N* vs log C gives N_opt ~ C^a.
+
+  Returns (budgets DataFrame with columns compute, n_opt, loss_opt; exponent a; intercept).
+  Budgets with fewer than ``min_sizes`` model sizes or a parabola without an interior minimum
+  are skipped; raises AnalysisError if fewer than 2 budgets remain.
+  """
+  df = pd.DataFrame({"n": np.asarray(n_params, float), "c": np.asarray(compute, float),
+                     "loss": np.asarray(loss, float)}).dropna()
+  df["budget"] = np.round(np.log10(df["c"]), decimals)
+  rows = []
+  for _, g in df.groupby("budget"):
+    if g["n"].nunique() < min_sizes:
+      continue
+    log_n = np.log(g["n"].to_numpy())
+    c2, c1, c0 = np.polyfit(log_n, g["loss"].to_numpy(), 2)
+    vertex = -c1 / (2 * c2)
+    if c2 <= 0 or not log_n.min() <= vertex <= log_n.max():
+      continue
+    rows.append({"compute": float(np.exp(np.log(g["c"]).mean())), "n_opt": float(np.exp(vertex)),
+                 "loss_opt": float(c0 - c1**2 / (4 * c2))})
+  budgets = pd.DataFrame(rows, columns=["compute", "n_opt", "loss_opt"])
+  if len(budgets) < 2:
+    raise AnalysisError(f"isoFLOP fit needs >= 2 budgets with >= {min_sizes} model sizes and an "
+                        f"interior loss minimum, found {len(budgets)}")
+  slope, intercept = np.polyfit(np.log(budgets["compute"]), np.log(budgets["n_opt"]), 1)
+  return budgets, float(slope), float(intercept)
+
+
+def holdout(compute, loss, cut: float) -> dict:
+  """Fits L(C) on points with compute <= ``cut`` and scores it on the points above.
+
+  Returns the fit, the held-out points' log errors and their RMSLE (root-mean-square log error).
   """
   compute, loss = np.asarray(compute, float), np.asarray(loss, float)
-  ok = np.isfinite(compute) & np.isfinite(loss) & (compute > 0) & (loss > 0)
-  if ok.sum() < 3:
-    raise AnalysisError(f"a power-law fit needs >= 3 finite points, got {int(ok.sum())}")
-  log_c, log_l = np.log(compute[ok]), np.log(loss[ok])
-  starts = list(_grid(log_c, log_l, n_starts))
-  if warm is not None:
-    starts.insert(0, np.array([np.log(warm.E), np.log(warm.A), warm.alpha]))
-  best = None
-  for start in starts:
-    res = optimize.minimize(_objective, start, args=(log_c, log_l), jac=True, method="L-BFGS-B",
-                            bounds=[(None, None), (None, None), (1e-4, 5.0)],
-                            options=dict(ftol=1e-15, gtol=1e-12, maxiter=5000))
-    if best is None or res.fun < best.fun:
-      best = res
-  e, a, alpha = best.x
-  return PowerLaw(float(np.exp(e)), float(np.exp(a)), float(alpha), float(best.fun), bool(best.success))
-
-
-def fit_frontier(df: pd.DataFrame, x: str = "flops", y: str = "eval_loss", **kwargs) -> PowerLaw:
-  points = envelope(df, x, y)
-  return fit_power_law(points[x], points[y], **kwargs)
-
-
-def bootstrap(df: pd.DataFrame, n: int = 200, seed: int = 0, x: str = "flops",
-              y: str = "eval_loss") -> list[PowerLaw]:
-  """Refits on ``n`` resamples of the family's runs (whole runs, not points)."""
-  rng = np.random.default_rng(seed)
-  full = fit_frontier(df, x, y)
-  runs = df["run"].unique()
-  groups = {run: g for run, g in df.groupby("run")}
-  fits = []
-  for _ in range(n):
-    sample = pd.concat([groups[r] for r in rng.choice(runs, len(runs))])
-    try:
-      fits.append(fit_frontier(sample, x, y, n_starts=2, warm=full))
-    except AnalysisError:
-      continue
-  return fits
-
-
-def interval(values, level: float = 0.95) -> tuple[float, float]:
-  values = np.asarray(values, float)
-  values = values[np.isfinite(values)]
-  if not len(values):
-    return (np.nan, np.nan)
-  lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-  return float(lo), float(hi)
-
-
-def multiplier(dense: PowerLaw, family: PowerLaw, loss) -> np.ndarray:
-  """k(L) = C_dense(L) / C_family(L): how many times less compute the family needs."""
-  return dense.compute_to_reach(loss) / family.compute_to_reach(loss)
+  below, above = compute <= cut, compute > cut
+  if not above.any():
+    raise AnalysisError(f"no points above the hold-out cut {cut:.3g}")
+  fit = fit_power_law(compute[below], loss[below])
+  log_err = np.log(fit.loss(compute[above])) - np.log(loss[above])
+  return {"fit": fit, "compute": compute[above], "log_error": log_err,
+          "rmsle": float(np.sqrt(np.mean(log_err**2)))}

@@ -6,22 +6,38 @@ import numpy as np
 import pandas as pd
 
 
+def envelope_mask(compute_N, loss_N, include_BxN=None) -> np.ndarray:
+  """Which points lie on the lower envelope (running minimum of loss over increasing compute).
+
+  ``include_BxN`` (e.g. the runs drawn by each bootstrap resample) gives one envelope per row;
+  returns [B, N] (or [N] without it). Ties keep the first point, so duplicates never count twice.
+  """
+  compute, loss = np.asarray(compute_N, float), np.asarray(loss_N, float)
+  include = np.ones((1, len(loss)), bool) if include_BxN is None else np.asarray(include_BxN, bool)
+  order = np.argsort(compute, kind="stable")
+  loss_BxN = np.where(include[:, order] & np.isfinite(loss[order]), loss[order], np.inf)
+  best_before = np.concatenate([np.full((len(include), 1), np.inf),
+                                np.minimum.accumulate(loss_BxN, axis=1)[:, :-1]], axis=1)
+  mask = np.zeros_like(include)
+  mask[:, order] = loss_BxN < best_before
+  return mask if include_BxN is not None else mask[0]
+
+
 def envelope(df: pd.DataFrame, x: str = "flops", y: str = "eval_loss",
              final_only: bool = False) -> pd.DataFrame:
-  """Lower envelope of loss vs compute over all runs of one family (running minimum).
+  """Lower envelope of loss vs compute over all runs of one family, sorted by compute.
 
   With ``final_only`` only end-of-schedule points count: intermediate checkpoints of a
   longer cosine schedule overstate the loss reachable at their compute.
   """
   points = df[df["final"].fillna(False).astype(bool)] if final_only and "final" in df else df
-  points = points[np.isfinite(points[y])].sort_values(x)
-  keep = points[y] < points[y].cummin().shift(1, fill_value=np.inf)
-  return points[keep]
+  return points[envelope_mask(points[x], points[y])].sort_values(x)
 
 
-def hull(df: pd.DataFrame, x: str = "flops", y: str = "eval_loss") -> pd.DataFrame:
+def hull(df: pd.DataFrame, x: str = "flops", y: str = "eval_loss",
+         final_only: bool = False) -> pd.DataFrame:
   """Lower convex hull of the envelope in log-log space (einsum-search's frontier)."""
-  points = envelope(df, x, y)
+  points = envelope(df, x, y, final_only)
   lx, ly = np.log(points[x].to_numpy()), np.log(points[y].to_numpy())
   chosen: list[int] = []
   for i in range(len(points)):
@@ -36,6 +52,7 @@ def hull(df: pd.DataFrame, x: str = "flops", y: str = "eval_loss") -> pd.DataFra
 
 
 def per_family(df: pd.DataFrame, method: str = "envelope", **kwargs) -> dict[str, pd.DataFrame]:
+  """``method`` ('envelope' or 'hull') frontier of each family."""
   fn = {"envelope": envelope, "hull": hull}[method]
   return {family: fn(group, **kwargs) for family, group in df.groupby("family")}
 

@@ -1,7 +1,8 @@
 """Load run workdirs (``config.json`` + ``metrics.jsonl``) into one pandas DataFrame.
 
 One row per logged evaluation (a line with ``eval_loss``); the config is flattened into dotted
-columns (``model.kind``, ``model.width``, ...). Added columns: ``run`` (workdir path),
+columns (``model.kind``, ``model.width``, ...). Added columns: ``run`` (workdir name, or its
+path where two sweeps share a name), ``workdir`` (path),
 ``family`` (``model.kind`` unless another column is named), ``finished`` (the run wrote its
 ``"final": true`` line) and ``diverged`` (a non-finite loss anywhere in the run).
 """
@@ -74,14 +75,25 @@ def load(paths: list[str], family: str = "model.kind") -> pd.DataFrame:
     frame = pd.DataFrame(evals)
     for key, value in config.items():
       frame[key] = [value] * len(frame)
-    frame["run"] = run
+    frame["run"] = os.path.basename(os.path.normpath(run))
+    frame["workdir"] = run
     frame["finished"] = bool(records[-1].get("final"))
     frame["diverged"] = diverged
     frames.append(frame)
   if not frames:
     raise AnalysisError(f"no run under {paths} has logged an evaluation yet")
   df = pd.concat(frames, ignore_index=True)
+  if df.groupby("run")["workdir"].nunique().max() > 1:   # same name in two sweeps
+    df["run"] = df["workdir"]
   if family not in df:
     raise AnalysisError(f"column '{family}' not in the runs' configs; some columns: {sorted(df)[:20]}")
   df["family"] = df[family].astype(str)
   return df
+
+
+def exclude_diverged(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+  """Drops diverged runs; returns the rest and {run: why} for the report."""
+  bad = sorted(df.loc[df["diverged"], "run"].unique())
+  if bad and len(bad) == df["run"].nunique():
+    raise AnalysisError(f"all {len(bad)} runs have non-finite losses (diverged): {bad}")
+  return df[~df["diverged"]], {run: "non-finite loss (diverged)" for run in bad}
