@@ -48,8 +48,13 @@ def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: st
   results = {}
   for i, (name, group) in enumerate(sorted(df.groupby("family"))):
     results[name] = bootstrap.fit_family(group, n=n_boot, seed=seed + i, final_only=final_only)
-  comparisons = {name: bootstrap.compare(results[reference], r)
-                 for name, r in results.items() if reference in results and name != reference}
+  comparisons, skipped = {}, {}
+  for name, r in results.items():
+    if reference in results and name != reference:
+      try:
+        comparisons[name] = bootstrap.compare(results[reference], r)
+      except AnalysisError as e:   # e.g. frontiers that share no loss range: say so, go on
+        skipped[name] = str(e)
   holdouts = {name: holdout(r) for name, r in results.items()}
   os.makedirs(out, exist_ok=True)
   plots.frontiers(df, results, path=os.path.join(out, "scaling.png"))
@@ -57,7 +62,7 @@ def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: st
   plots.exponents(results, path=os.path.join(out, "exponents.png"))
   if comparisons:
     plots.multipliers(comparisons, reference, path=os.path.join(out, "multiplier.png"))
-  text = report.summary(results, comparisons, reference, n_boot, excluded)
+  text = report.summary(results, comparisons, reference, n_boot, excluded, skipped)
   with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(text)
   with open(os.path.join(out, "fit_report.md"), "w") as f:

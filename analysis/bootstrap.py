@@ -103,7 +103,9 @@ def compare(reference: FamilyFit, family: FamilyFit, losses=None, level: float =
                         "k_lo": [c[0] for c in cis], "k_hi": [c[1] for c in cis]})
   k_best = multiplier(reference.fit, family.fit, lo)
   d_alpha = family.draws.alpha - reference.draws.alpha
-  return {"table": table, "best_loss": lo, "k_at_best": float(k_best),
+  measured = (frontier.compute_to_reach(reference.front, lo) /
+              frontier.compute_to_reach(family.front, lo))
+  return {"table": table, "best_loss": lo, "k_at_best": float(k_best), "k_measured": float(measured),
           "k_at_best_ci": interval(multiplier(reference.draws, family.draws, lo), level),
           "delta_alpha": float(family.fit.alpha - reference.fit.alpha),
           "delta_alpha_ci": interval(d_alpha, level)}

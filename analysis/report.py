@@ -13,24 +13,31 @@ def _ci(value: float, ci: tuple[float, float], fmt: str = ".3g") -> str:
 
 
 def summary(results: dict[str, bootstrap.FamilyFit], comparisons: dict[str, dict],
-            reference: str, n_boot: int, excluded: dict[str, str]) -> str:
-  """Per family: runs, alpha and E with 95% CIs, best loss, multiplier vs ``reference``."""
+            reference: str, n_boot: int, excluded: dict[str, str],
+            skipped: dict[str, str] | None = None) -> str:
+  """Per family: runs, alpha and E with 95% CIs, best loss, multiplier vs ``reference``
+  (``skipped``: family -> why no multiplier could be measured)."""
   lines = ["# Scaling-law summary", "",
            "Per family, L(C) = E + A C^-alpha fitted to its compute frontier (lower envelope of "
            "eval loss vs cumulative training FLOPs; summed Huber on log-loss, multi-start L-BFGS). "
            f"95% percentile CIs from {n_boot} bootstrap resamples of runs.", "",
-           f"| family | runs | alpha [95% CI] | E [95% CI] | best loss | k vs {reference} at L* "
-           "[95% CI] | L* |", "|---|---|---|---|---|---|---|"]
+           f"| family | runs | alpha [95% CI] | E [95% CI] | best loss | k vs {reference} measured "
+           f"at L* | k vs {reference} fitted at L* [95% CI] | L* |", "|---|---|---|---|---|---|---|---|"]
   for family, r in sorted(results.items()):
-    k, at = "—", "—"
+    k, measured, at = "—", "—", "—"
     if family in comparisons:
       c = comparisons[family]
       k, at = _ci(c["k_at_best"], c["k_at_best_ci"]), f"{c['best_loss']:.4g}"
+      measured = f"{c['k_measured']:.3g}"
+    elif skipped and family in skipped:
+      k = f"n/a: {skipped[family]}"
     lines.append(f"| {family} | {r.front['run'].nunique()} of {r.n_runs} on frontier | "
                  f"{_ci(r.fit.alpha, r.ci('alpha'))} | {_ci(r.fit.E, r.ci('E'), '.4g')} | "
-                 f"{r.front['eval_loss'].min():.4g} | {k} | {at} |")
-  lines += ["", f"k = C_{reference}(L*) / C_family(L*) from the fitted curves at L* = the best loss "
-            f"both families reach (k > 1: the family needs k times less compute than {reference})."]
+                 f"{r.front['eval_loss'].min():.4g} | {measured} | {k} | {at} |")
+  lines += ["", f"k = C_{reference}(L*) / C_family(L*) at L* = the best loss both families reach "
+            f"(k > 1: the family needs k times less compute than {reference}): measured on the two "
+            "frontiers (log-log interpolation), and from the fitted curves (inf or 0 where a fit's "
+            "E lies above L*, i.e. the fit says that family never reaches it)."]
   if excluded:
     lines += ["", "Excluded runs:", ""] + [f"- `{run}`: {why}" for run, why in sorted(excluded.items())]
   return "\n".join(lines) + "\n"

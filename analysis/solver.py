@@ -60,7 +60,7 @@ def _two_loop(g_BxP, s_BxMxP, y_BxMxP, gamma_B):
   return -r
 
 
-@functools.partial(jax.jit, static_argnames=("predict", "max_iter", "max_halvings", "memory"))
+@functools.partial(jax.jit, static_argnames=("predict", "memory"))
 def _solve(predict, theta0_BxP, x, log_loss_N, weights_BxN, delta, max_iter, max_halvings, memory=10):
   """Batched L-BFGS with Armijo backtracking; each problem stops on its own criteria.
 
@@ -121,14 +121,21 @@ def minimize(predict: Callable, theta0_SxP, x, log_loss_N, weights_SxN=None,
   static jit argument). ``weights_SxN`` (default all ones) gives each problem its own point
   weights, e.g. the run counts of a bootstrap resample.
   """
+  theta0 = np.asarray(theta0_SxP, float)
+  log_loss = np.asarray(log_loss_N, float)
+  (s, _), n = theta0.shape, len(log_loss)
+  weights = np.ones((s, n)) if weights_SxN is None else np.asarray(weights_SxN, float)
+  # pad problems and points (zero-weight copies) to 8 sizes per octave: jit compiles few shapes
+  s_pad, n_pad = (-v % 2 ** max(0, int(np.log2(v)) - 3) for v in (s, n))
+  pad = lambda a, k, axis: np.concatenate([a, np.repeat(np.take(a, [0], axis), k, axis)], axis)
+  theta0 = pad(theta0, s_pad, 0)
+  weights = np.pad(pad(weights, s_pad, 0), ((0, 0), (0, n_pad)))
+  log_loss = pad(log_loss, n_pad, 0)
+  x = jax.tree.map(lambda a: pad(np.asarray(a, float), n_pad, 0), x)
   with jax.enable_x64(True):
-    theta0 = jnp.asarray(theta0_SxP, jnp.float64)
-    log_loss = jnp.asarray(log_loss_N, jnp.float64)
-    weights = (jnp.ones((theta0.shape[0], log_loss.shape[0])) if weights_SxN is None
-               else jnp.asarray(weights_SxN, jnp.float64))
-    x = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), x)
-    out = _solve(predict, theta0, x, log_loss, weights, delta, max_iter, max_halvings)
-    return Solution(*(np.asarray(a) for a in out))
+    out = _solve(predict, jnp.asarray(theta0), jax.tree.map(jnp.asarray, x), jnp.asarray(log_loss),
+                 jnp.asarray(weights), delta, max_iter, max_halvings)
+    return Solution(*(np.asarray(a)[:s] for a in out))
 
 
 def grid_objectives(predict: Callable, theta_SxP, x, log_loss_N, weights_BxN=None,
