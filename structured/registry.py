@@ -1,23 +1,32 @@
 """Name -> family map, and the one place a structure spec becomes a layer."""
 
+import importlib
 import inspect
+import pkgutil
 
 from flax import nnx
 
+import structured
 from structured.base import StructuredLinear, StructureError
-from structured.btt import BTT
-from structured.dense import Dense
-from structured.kronecker import Kronecker
-from structured.low_rank import LowRank
-from structured.monarch import Monarch
 
-FAMILIES: dict[str, type[StructuredLinear]] = {
-    "dense": Dense,
-    "low_rank": LowRank,
-    "btt": BTT,
-    "monarch": Monarch,
-    "kronecker": Kronecker,
-}
+
+def _discover() -> dict[str, type[StructuredLinear]]:
+  """Every StructuredLinear subclass defined in a module of this package, by its ``kind``.
+
+  A new family is one new file: no list to keep in sync.
+  """
+  for module in pkgutil.iter_modules(structured.__path__):
+    importlib.import_module(f"structured.{module.name}")
+  found, todo = {}, list(StructuredLinear.__subclasses__())
+  while todo:
+    cls = todo.pop()
+    todo += cls.__subclasses__()
+    if cls.__module__.startswith("structured."):
+      found[cls.kind] = cls
+  return dict(sorted(found.items()))
+
+
+FAMILIES: dict[str, type[StructuredLinear]] = _discover()
 
 _LAYER_ARGS = ("d_in", "d_out", "use_bias", "role", "rngs", "self")
 
