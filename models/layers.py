@@ -1,8 +1,15 @@
-"""Blocks shared by the models; every linear comes from the config's linear factory."""
+"""Blocks shared by the models; every linear comes from the config's linear factory.
+
+Both residual blocks are pre-LN, ``h + branch_scale * dropout(branch(LN(h)))``, and keep a
+``branch_scale`` attribute: depth-muP scales every branch by sqrt(base_depth / depth), and muP
+finds the residual branches by that attribute. The residual stream runs in the model's compute
+dtype; norms and structured layers compute in it (params stay float32).
+"""
 
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from structured import StructuredLinear
@@ -10,18 +17,72 @@ from structured import StructuredLinear
 LinearFactory = Callable[..., StructuredLinear]
 
 
+def dropout_rngs(rngs: nnx.Rngs) -> nnx.Rngs:
+  """A 'dropout' stream folded off the params key without advancing the params stream, so a
+  seed initialises the same weights whatever the dropout rate."""
+  return nnx.Rngs(dropout=jax.random.fold_in(rngs["params"].key[...], 0xD0))
+
+
+def branch_dropout(rate: float, rngs: nnx.Rngs | None) -> nnx.Dropout:
+  """Dropout on a branch output; rate 0 holds no RNG state, so the model state is unchanged.
+  ``model.eval()`` or ``nnx.view(model, deterministic=True)`` turns it off."""
+  return nnx.Dropout(rate, rngs=rngs if rate else None)
+
+
 class FeedForward(nnx.Module):
-  """Pre-LN residual feed-forward: h + branch_scale * W2 gelu(W1 LN(h))."""
+  """Pre-LN residual feed-forward: h + branch_scale * dropout(W2 gelu(W1 LN(h)))."""
 
   def __init__(self, width: int, expansion: int, linear: LinearFactory, rngs: nnx.Rngs,
-               branch_scale: float = 1.0):
-    self.norm = nnx.LayerNorm(width, rngs=rngs)
+               branch_scale: float = 1.0, *, dropout: float = 0.0,
+               dropout_rngs: nnx.Rngs | None = None, dtype=jnp.float32):
+    self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.up = linear("ffn", "hidden", width, expansion * width)
     self.down = linear("ffn", "residual_out", expansion * width, width)
     self.branch_scale = branch_scale
+    self.drop = branch_dropout(dropout, dropout_rngs)
 
   def __call__(self, h):
-    return h + self.branch_scale * self.down(jax.nn.gelu(self.up(self.norm(h))))
+    return h + self.branch_scale * self.drop(self.down(jax.nn.gelu(self.up(self.norm(h)))))
 
   def flops_per_token(self) -> int:
     return self.up.flops_per_token() + self.down.flops_per_token()
+
+
+class Attention(nnx.Module):
+  """Pre-LN residual multi-head attention with separate q/k/v/o projections.
+
+  Logits are scaled by ``logit_scale`` (muP: 1/d_head; standard: 1/sqrt(d_head)); optional
+  QK-LayerNorm per head; ``is_causal`` for language models, off for ViT.
+  """
+
+  def __init__(self, width: int, heads: int, linear: LinearFactory, *, qk_norm: bool,
+               logit_scale: float, rngs: nnx.Rngs, branch_scale: float = 1.0,
+               is_causal: bool = True, dropout: float = 0.0,
+               dropout_rngs: nnx.Rngs | None = None, dtype=jnp.float32):
+    if width % heads:
+      raise ValueError(f"width {width} is not divisible by heads {heads}")
+    self.heads, self.logit_scale, self.branch_scale = heads, logit_scale, branch_scale
+    self.is_causal = is_causal
+    self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+    self.q, self.k, self.v = (linear("attn", "hidden", width, width) for _ in range(3))
+    self.o = linear("attn", "residual_out", width, width)
+    d_head = width // heads
+    self.q_norm = nnx.LayerNorm(d_head, dtype=dtype, rngs=rngs) if qk_norm else None
+    self.k_norm = nnx.LayerNorm(d_head, dtype=dtype, rngs=rngs) if qk_norm else None
+    self.drop = branch_dropout(dropout, dropout_rngs)
+
+  def __call__(self, h_BxLxD):
+    b, l, d = h_BxLxD.shape
+    x = self.norm(h_BxLxD)
+    q, k, v = (p(x).reshape(b, l, self.heads, d // self.heads) for p in (self.q, self.k, self.v))
+    if self.q_norm is not None:
+      q, k = self.q_norm(q), self.k_norm(k)
+    out_BxLxHxK = jax.nn.dot_product_attention(q, k, v, is_causal=self.is_causal,
+                                               scale=self.logit_scale)
+    return h_BxLxD + self.branch_scale * self.drop(self.o(out_BxLxHxK.reshape(b, l, d)))
+
+  def flops_per_token(self, seq_len: int) -> int:
+    """Projections plus scores (q k^T) and the weighted sum (A v), over the full L x L square
+    that XLA's attention computes (a causal mask does not skip work)."""
+    proj = sum(p.flops_per_token() for p in (self.q, self.k, self.v, self.o))
+    return proj + 2 * 2 * seq_len * self.q.d_out

@@ -2,29 +2,36 @@
 
 x -> input projection (d_in -> width) -> depth x [h + W2 gelu(W1 LN(h))] (width -> 4 width ->
 width) -> LN -> readout (width -> d_out). Every linear comes from ``linear(layer_type, role,
-d_in, d_out)`` so the config decides which ones are structured.
+d_in, d_out)`` so the config decides which ones are structured. Blocks take the depth-muP
+``branch_scale`` and optional dropout; ``dtype`` is the compute dtype (outputs float32).
 """
 
+import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import FeedForward, LinearFactory
+from models.layers import FeedForward, LinearFactory, dropout_rngs
 
 LAYER_TYPES = ("input", "ffn", "readout")
 
 
 class MLP(nnx.Module):
   def __init__(self, d_in: int, d_out: int, width: int, depth: int, linear: LinearFactory, *,
-               expansion: int = 4, rngs: nnx.Rngs):
+               expansion: int = 4, rngs: nnx.Rngs, branch_scale: float = 1.0,
+               dropout: float = 0.0, dtype=jnp.float32):
+    self.dtype = dtype
     self.embed = linear("input", "input", d_in, width)
-    self.blocks = nnx.List([FeedForward(width, expansion, linear, rngs) for _ in range(depth)])
-    self.norm = nnx.LayerNorm(width, rngs=rngs)
+    drop_rngs = dropout_rngs(rngs) if dropout else None
+    self.blocks = nnx.List([
+        FeedForward(width, expansion, linear, rngs, branch_scale, dropout=dropout,
+                    dropout_rngs=drop_rngs, dtype=dtype) for _ in range(depth)])
+    self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.readout = linear("readout", "readout", width, d_out)
 
   def __call__(self, x_BxI):
-    h = self.embed(x_BxI.reshape(x_BxI.shape[0], -1))
+    h = self.embed(x_BxI.reshape(x_BxI.shape[0], -1).astype(self.dtype))
     for block in self.blocks:
       h = block(h)
-    return self.readout(self.norm(h))
+    return self.readout(self.norm(h)).astype(jnp.float32)
 
   def flops_per_example(self) -> int:
     """Forward FLOPs of the linear layers (norms and activations are O(width), left out)."""

@@ -1,16 +1,19 @@
-"""Models: FLOP counts against XLA, golden one-step losses, config smoke runs."""
+"""Models: FLOP counts against XLA, golden one-step losses, config smoke runs, model options."""
+
+import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
-import os
-
 from configs import gpt2_bytes, mlp_fashion, mlp_synthetic
 from experiments import data, images, sharding, step, train
 from models import factory
+from structured import StructureError, mup
+from structured.base import record_outputs
 
 CONFIGS = {"mlp_synthetic": mlp_synthetic, "gpt2_bytes": gpt2_bytes, "mlp_fashion": mlp_fashion}
 HAVE_FASHION = os.path.exists(os.path.join(images.FASHION_MNIST, "t10k-labels-idx1-ubyte.gz"))
@@ -104,3 +107,114 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
   with pytest.raises(data.DataError, match=f"Fashion-MNIST not found: looked for .*{tmp_path}.*"
                      "apt-get install dataset-fashion-mnist"):
     train.build(config)
+
+
+# --- model options: per-layer overrides, compute dtype, dropout, depth-muP ---------------
+
+def _tiny(name, **kw):
+  """A tiny model config of ``name`` with every field the factory reads."""
+  cfg = dict(name=name, kind="dense", width=32, depth=1, heads=2, expansion=4, layers="all",
+             use_bias=False, qk_norm=True, tie_embeddings=False, base_width=32, structure={},
+             patch=4, pool="cls")
+  return ml_collections.ConfigDict(dict(cfg, **kw))
+
+
+TINY_SPECS = {"mlp": {"d_in": 16, "d_out": 4}, "gpt2": {"vocab": 64, "seq_len": 8},
+              "vit": {"image_shape": (8, 8, 3), "d_in": 192, "d_out": 4}}
+TINY_INPUTS = {"mlp": jnp.ones((2, 16)), "gpt2": jnp.arange(16).reshape(2, 8) % 64,
+               "vit": jax.random.normal(jax.random.key(0), (2, 8, 8, 3))}
+
+
+def test_overrides_change_exactly_the_named_layer_types():
+  overrides = {"attn": {"kind": "low_rank", "rank_frac": 0.25}, "head": {"kind": "dense"}}
+  cfg = _tiny("vit", kind="btt", structure={"rank": 1}, overrides=overrides)
+  model = factory.build(cfg, TINY_SPECS["vit"], nnx.Rngs(0))
+  kinds = {path: type(layer).kind for path, layer in mup.structured_layers(model).items()}
+  expected = {"embed": "btt", "attn": "low_rank", "ffn": "btt", "head": "dense"}
+  assert kinds == {path: expected[path[0]] for path in kinds}
+  assert {model.attn[0].q.rank, model.attn[0].o.rank} == {8}   # ceil(0.25 * 32)
+  # without overrides the same config structures attention with btt
+  cfg.overrides = {}
+  plain = factory.build(cfg, TINY_SPECS["vit"], nnx.Rngs(0))
+  assert type(plain.attn[0].q).kind == "btt" and type(plain.head).kind == "btt"
+
+
+@pytest.mark.parametrize("name,overrides,message", [
+    ("gpt2", {"atn": {"kind": "btt"}},
+     r"unknown layer type 'atn' .*valid: \['attn', 'ffn', 'head'\]"),
+    ("mlp", {"patch": {"kind": "btt"}},
+     r"unknown layer type 'patch' .*valid: \['input', 'ffn', 'readout'\]"),
+    ("gpt2", {"attn": {"kind": "lowrank"}},
+     r"unknown structure kind 'lowrank'; valid kinds: .*'low_rank'"),
+    ("gpt2", {"attn": {"rank": 2}}, r"overrides.attn needs a 'kind'"),
+    ("gpt2", {"attn": {"kind": "low_rank", "rnk": 2}},
+     r"no hyperparameter\(s\) \['rnk'\]; valid: \['rank', 'rank_frac'\]"),
+])
+def test_override_typos_are_one_clear_error(name, overrides, message):
+  with pytest.raises(StructureError, match=message):
+    factory.build(_tiny(name, overrides=overrides), TINY_SPECS[name], nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("dtype", "float16", r"model.dtype='float16' is unknown; valid: \['float32', 'bfloat16'\]"),
+    ("dropout", 1.0, r"model.dropout=1.0 must be in \[0, 1\)"),
+    ("base_depth", -1, r"model.base_depth=-1 must be an int >= 0"),
+])
+def test_bad_model_option_is_one_clear_error(field, value, message):
+  with pytest.raises(StructureError, match=message):
+    factory.build(_tiny("mlp", **{field: value}), TINY_SPECS["mlp"], nnx.Rngs(0))
+
+
+def _forward(model, x):
+  return nnx.jit(lambda m, v: m(v))(model, x)   # one compile beats many eager op compiles
+
+
+@pytest.mark.parametrize("name", ["gpt2", "vit"])
+def test_bfloat16_forward_is_close_to_float32(name):
+  f32 = factory.build(_tiny(name, kind="btt"), TINY_SPECS[name], nnx.Rngs(0))
+  bf16 = factory.build(_tiny(name, kind="btt", dtype="bfloat16"), TINY_SPECS[name], nnx.Rngs(0))
+  with record_outputs() as recorded:   # traced under jit: the recorded outputs carry dtypes
+    logits = _forward(bf16, TINY_INPUTS[name])
+  reference = _forward(f32, TINY_INPUTS[name])
+  assert logits.dtype == jnp.float32
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(bf16, nnx.Param))} == {jnp.dtype(jnp.float32)}
+  assert len(recorded) == len(mup.structured_layers(bf16))
+  assert {y.dtype for _, y in recorded} == {jnp.dtype(jnp.bfloat16)}   # the layers ran in bf16
+  error = jnp.linalg.norm(logits - reference) / jnp.linalg.norm(reference)
+  assert 1e-4 < error < 3e-2   # bf16 rounding (8 mantissa bits): visible, and small
+
+
+def test_dropout_eval_mode_equals_no_dropout_and_train_mode_differs():
+  x, spec = TINY_INPUTS["gpt2"], TINY_SPECS["gpt2"]   # ViT shares the blocks and embedding dropout
+  plain = factory.build(_tiny("gpt2"), spec, nnx.Rngs(0))
+  model = factory.build(_tiny("gpt2", dropout=0.5), spec, nnx.Rngs(0))
+  assert not jax.tree.leaves(nnx.state(plain, nnx.RngState))   # rate 0: no dropout state at all
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, nnx.state(model, nnx.Param),
+                                   nnx.state(plain, nnx.Param)))   # same seed, same weights
+  evaluated = nnx.view(model, deterministic=True)
+  reference = _forward(plain, x)
+  np.testing.assert_array_equal(_forward(evaluated, x), reference)
+  np.testing.assert_array_equal(_forward(evaluated, x), reference)
+  first, second = _forward(model, x), _forward(model, x)   # train mode (default): fresh masks
+  assert not np.allclose(first, reference) and not np.allclose(first, second)
+
+
+def _residual_rms(model, x):
+  h = model.embed(x)
+  for block in model.blocks:
+    h = block(h)
+  return float(jnp.sqrt(jnp.mean(jnp.square(h))))
+
+
+def test_depth_mup_branch_scale_keeps_the_residual_stream_order_one():
+  for name, per_layer in (("mlp", 1), ("gpt2", 2), ("vit", 2)):
+    model = factory.build(_tiny(name, depth=8, base_depth=2), TINY_SPECS[name], nnx.Rngs(0))
+    scales = [node.branch_scale for _, node in nnx.iter_graph(model)
+              if hasattr(node, "branch_scale")]
+    assert scales == [pytest.approx(0.5)] * (per_layer * 8)   # sqrt(2 / 8) on every branch
+  x = jax.random.normal(jax.random.key(0), (256, 16))
+  rms = {(depth, base): _residual_rms(factory.build(_tiny("mlp", depth=depth, base_depth=base),
+                                                    TINY_SPECS["mlp"], nnx.Rngs(0)), x)
+         for depth in (2, 16) for base in (0, 2)}
+  assert rms[16, 2] / rms[2, 2] == pytest.approx(1.0, abs=0.1)   # O(1) in depth
+  assert rms[16, 0] / rms[2, 0] > 1.3   # grows ~ sqrt(depth) without the branch multiplier
