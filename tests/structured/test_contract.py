@@ -9,6 +9,7 @@ from flax import nnx
 import structured
 from pallas_kernels import backend
 from structured import StructureError
+from structured.masked import Mask
 
 SHAPES = [(64, 64), (64, 144), (144, 64)]
 HPARAMS = {"low_rank": {"rank": 3}, "btt": {"rank": 2}, "monarch": {"blocks": 4},
@@ -30,7 +31,8 @@ def test_layer_applies_its_dense_matrix(kind, d_in, d_out):
 def test_num_params_counts_the_leaves(kind):
   layer = structured.make(kind, 64, 144, rngs=nnx.Rngs(0), use_bias=True, **HPARAMS.get(kind, {}))
   leaves = jax.tree.leaves(nnx.state(layer, nnx.Param))
-  assert layer.num_params() == sum(leaf.size for leaf in leaves)
+  masked_zeros = sum(int((~m).sum()) for m in jax.tree.leaves(nnx.state(layer, Mask)))
+  assert layer.num_params() == sum(leaf.size for leaf in leaves) - masked_zeros
 
 
 def test_closed_forms():

@@ -1,0 +1,76 @@
+"""Block-sparse: W[d_in, d_out] tiled by ``block`` x ``block`` blocks, a static set of them kept.
+
+K = round(density * n_in * n_out) blocks are kept (at least one); at init they are drawn at
+random by ``seed`` (a static mask, independent of the weight init), and ``project`` picks the K
+blocks of largest Frobenius norm. Only kept blocks are stored and computed (masked.py), so
+params = K b^2 and the block products cost 2 K b^2 FLOPs per token. ``impl='pallas'`` runs
+pallas_kernels/block_sparse (same layout).
+"""
+
+import jax
+import numpy as np
+from flax import nnx
+
+from structured import masked
+from structured.base import Core, StructuredLinear, StructureError, init_core
+
+IMPLS = ("xla", "pallas")
+
+
+class BlockSparse(StructuredLinear):
+  kind = "block_sparse"
+
+  def __init__(self, d_in: int, d_out: int, *, block: int = 16, density: float = 0.25,
+               seed: int = 0, impl: str = "xla", use_bias: bool = False, role: str = "hidden",
+               rngs: nnx.Rngs):
+    super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
+    masked.check_block(self.kind, d_in, d_out, block)
+    if not 0 < density <= 1:
+      raise StructureError(f"{self.kind} density={density} must be in (0, 1] (the fraction of "
+                           "blocks kept)")
+    if impl not in IMPLS:
+      raise StructureError(f"{self.kind} impl='{impl}' is unknown; valid: {list(IMPLS)}")
+    self.block, self.density, self.seed, self.impl = block, density, seed, impl
+    n_in, n_out = d_in // block, d_out // block
+    self.n_kept = max(1, round(density * n_in * n_out))
+    kept = np.random.default_rng(seed).permutation(n_in * n_out) < self.n_kept
+    self.rows, self.cols = masked.coords(kept.reshape(n_in, n_out))
+    fan_in, fan_out = self._fans()
+    self.blocks = init_core(rngs, (self.n_kept, block, block), fan_in, fan_out)
+
+  def _fans(self):
+    return masked.effective_fans(self.n_kept * self.block**2, self.d_in, self.d_out)
+
+  def _matmul(self, x):
+    if self.impl == "pallas":
+      from pallas_kernels.block_sparse import api   # optional fast path; falls back off TPU
+      return api.block_sparse_matmul(x, self.blocks[...], self.rows, self.cols, self.d_out)
+    return masked.block_matmul(x, self.blocks[...], self.rows, self.cols, self.d_out)
+
+  def to_dense(self):
+    return masked.to_dense(self.blocks[...], self.rows, self.cols, self.d_in, self.d_out)
+
+  def flops_per_token(self):
+    """FLOPs executed: the kept block products (2 K b^2) plus the K b adds summing them."""
+    return masked.executed_flops(self.n_kept, self.block)
+
+  def ideal_flops_per_token(self):
+    """The sparse count 2 nnz = 2 K b^2 (what a kernel accumulating in place costs)."""
+    return 2 * self.n_kept * self.block**2
+
+  def cores(self):
+    """One core; fans are the effective ones, density * d_in and density * d_out."""
+    return (Core("blocks", *self._fans()),)
+
+  @classmethod
+  def project(cls, w_IxO: jax.Array, *, rngs=None, **hparams):
+    """Keeps the K blocks of largest Frobenius norm: optimal among masks of K blocks, since the
+    error is the summed squared norm of the dropped blocks."""
+    layer = cls(*w_IxO.shape, rngs=rngs or nnx.Rngs(0), **hparams)
+    norms = masked.block_norms(w_IxO, layer.block)
+    top = np.argsort(-norms, axis=None, kind="stable")[:layer.n_kept]
+    kept = np.zeros(norms.size, bool)
+    kept[top] = True
+    layer.rows, layer.cols = masked.coords(kept.reshape(norms.shape))
+    layer.blocks[...] = masked.gather(w_IxO, layer.rows, layer.cols, layer.block)
+    return layer

@@ -1,0 +1,133 @@
+"""Pixelated butterfly (Pixelfly, Dao et al. ICLR'22): a flat block-butterfly mask plus low rank.
+
+W = S + U V. S is block-sparse (masked.py) on a fixed mask, as HazyResearch/fly's
+``FlatBlockButterflySparsityConfig`` builds it: the union of the first ``n_factors`` butterfly
+factor masks of size ``butterfly_size`` (entry (i, j) is on iff i XOR j is 0 or 2^k, k <
+n_factors), stretched to the matrix and kept at ``block`` resolution (a block is kept if any
+entry it covers is on). Rectangular shapes: the square butterfly mask is stretched
+independently along each axis, entry (i, j) of W taking mask entry
+(i * butterfly_size // d_in, j * butterfly_size // d_out), i.e. each butterfly entry covers a
+(d_in / butterfly_size) x (d_out / butterfly_size) tile, as in fly. U [d_in, rank] and
+V [rank, d_out] are the low-rank term; fly gates the two branches with a learned sigmoid,
+here they are simply added.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from structured import masked
+from structured.base import Core, StructuredLinear, StructureError, einsum, init_core, nearest_valid
+
+
+def butterfly_mask(size: int, n_factors: int) -> np.ndarray:
+  """[size, size] union of the first n_factors butterfly factor masks: i XOR j in {0, 2^k}."""
+  xor = np.arange(size)[:, None] ^ np.arange(size)[None, :]
+  return (xor == 0) | np.isin(xor, [2**k for k in range(n_factors)])
+
+
+def block_layout(d_in: int, d_out: int, butterfly_size: int, n_factors: int,
+                 block: int) -> np.ndarray:
+  """[d_in / block, d_out / block] mask: the stretched butterfly mask, any-pooled to blocks."""
+  def touches(d):   # [d / block, butterfly_size]: which butterfly indices a block covers
+    owner = np.arange(d) * butterfly_size // d
+    return np.eye(butterfly_size, dtype=int)[owner].reshape(d // block, block, -1).any(1)
+  bfly = butterfly_mask(butterfly_size, n_factors).astype(int)
+  return (touches(d_in).astype(int) @ bfly @ touches(d_out).T.astype(int)) > 0
+
+
+class Pixelfly(StructuredLinear):
+  kind = "pixelfly"
+
+  def __init__(self, d_in: int, d_out: int, *, butterfly_size: int = 16, n_factors: int = 2,
+               block: int = 8, rank: int = 1, use_bias: bool = False, role: str = "hidden",
+               rngs: nnx.Rngs):
+    super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
+    self._check(butterfly_size, n_factors, block, rank)
+    self.butterfly_size, self.n_factors = butterfly_size, n_factors
+    self.block, self.rank = block, rank
+    layout = block_layout(d_in, d_out, butterfly_size, n_factors, block)
+    self.rows, self.cols = masked.coords(layout)
+    self.n_kept = len(self.rows)
+    self.blocks = init_core(rngs, (self.n_kept, block, block), *self._fans())
+    self.u = init_core(rngs, (d_in, rank), d_in, rank)
+    self.v = init_core(rngs, (rank, d_out), rank, d_out)
+
+  def _check(self, butterfly_size, n_factors, block, rank):
+    log_n = int(butterfly_size).bit_length() - 1
+    if not isinstance(butterfly_size, int) or butterfly_size < 2 or butterfly_size != 2**log_n:
+      raise StructureError(f"{self.kind} butterfly_size={butterfly_size} must be a power of 2 "
+                           ">= 2 (e.g. 8, 16, 32)")
+    if not 1 <= n_factors <= log_n:
+      raise StructureError(f"{self.kind} n_factors={n_factors} must be in [1, log2("
+                           f"butterfly_size)={log_n}]")
+    for name, d in (("d_in", self.d_in), ("d_out", self.d_out)):
+      if d % butterfly_size:
+        raise StructureError(f"{self.kind} butterfly_size={butterfly_size} must divide "
+                             f"{name}={d}; nearest valid widths: "
+                             f"{nearest_valid(d, lambda w: w % butterfly_size == 0)}")
+    masked.check_block(self.kind, self.d_in, self.d_out, block)
+    if not 1 <= rank <= min(self.d_in, self.d_out):
+      raise StructureError(f"{self.kind} rank={rank} must be in [1, min(d_in, d_out)="
+                           f"{min(self.d_in, self.d_out)}]")
+
+  def _fans(self):
+    return masked.effective_fans(self.n_kept * self.block**2, self.d_in, self.d_out)
+
+  def _matmul(self, x):
+    z = einsum("...i,ir->...r", x, self.u[...]).astype(x.dtype)
+    low_rank = einsum("...r,ro->...o", z, self.v[...])
+    return masked.block_matmul(x, self.blocks[...], self.rows, self.cols, self.d_out, low_rank)
+
+  def to_dense(self):
+    sparse = masked.to_dense(self.blocks[...], self.rows, self.cols, self.d_in, self.d_out)
+    return sparse + self.u[...] @ self.v[...]
+
+  def flops_per_token(self):
+    """FLOPs executed: kept block products, the K b adds summing them into the low-rank output,
+    and the low-rank term."""
+    low_rank = 2 * self.rank * (self.d_in + self.d_out)
+    return masked.executed_flops(self.n_kept, self.block) + low_rank
+
+  def ideal_flops_per_token(self):
+    """The sparse count 2 (nnz + rank (d_in + d_out))."""
+    return 2 * (self.n_kept * self.block**2 + self.rank * (self.d_in + self.d_out))
+
+  def cores(self):
+    """Sparse blocks (effective fans nnz / d_out, nnz / d_in), then the low-rank U and V."""
+    return (Core("blocks", *self._fans()), Core("u", self.d_in, self.rank),
+            Core("v", self.rank, self.d_out))
+
+  @classmethod
+  def project(cls, w_IxO: jax.Array, *, rngs=None, steps: int = 50, **hparams):
+    """Alternating minimisation of ||W - S - U V||, S on the mask: first S = the masked W and
+    U V = the best rank-r (SVD) fit of W - S (one pass), then ``steps`` - 1 more passes of
+    S = mask(W - U V), U V = SVD_r(W - S), and a last S = mask(W - U V). Each update is an
+    exact minimisation over one term, so the error never rises; it recovers members of the
+    family, but it is not proven globally optimal."""
+    layer = cls(*w_IxO.shape, rngs=rngs or nnx.Rngs(0), **hparams)
+    layout = block_layout(*w_IxO.shape, layer.butterfly_size, layer.n_factors, layer.block)
+    keep_IxO = jnp.asarray(np.kron(layout, np.ones((layer.block, layer.block), bool)))
+    sparse_IxO, layer.u[...], layer.v[...] = _alternate(
+        jnp.asarray(w_IxO, jnp.float32), keep_IxO, max(1, steps), layer.rank)
+    layer.blocks[...] = masked.gather(sparse_IxO, layer.rows, layer.cols, layer.block)
+    return layer
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _alternate(w_IxO, keep_IxO, steps, rank):
+  """(S, U, V) after ``steps`` alternating passes (see ``Pixelfly.project``)."""
+  def fit_low_rank(r_IxO):
+    u, s, vt = jnp.linalg.svd(r_IxO, full_matrices=False)
+    root_s = jnp.sqrt(s[:rank])
+    return u[:, :rank] * root_s, root_s[:, None] * vt[:rank]
+
+  def sparse(u_IxR, v_RxO):
+    return jnp.where(keep_IxO, w_IxO - u_IxR @ v_RxO, 0.0)
+
+  uv = fit_low_rank(jnp.where(keep_IxO, 0.0, w_IxO))
+  uv = jax.lax.fori_loop(1, steps, lambda _, uv: fit_low_rank(w_IxO - sparse(*uv)), uv)
+  return sparse(*uv), *uv
