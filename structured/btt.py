@@ -1,12 +1,20 @@
-"""Block Tensor-Train with 2 cores (Compute Better Spent).
+"""Block Tensor-Train with c >= 2 cores (Compute Better Spent).
 
-d_in = m1 * m2 and d_out = n1 * n2. The input is viewed as x[m2, m1] and the output as
-y[n1, n2]:  z[m2, r, n1] = sum_m1 x[m2, m1] W0[m2, m1, r, n1];
-            y[n1, n2]    = sum_{m2, r} z[m2, r, n1] W1[n1, m2, r, n2].
-W0 is a batch of m2 maps m1 -> r*n1, W1 a batch of n1 maps r*m2 -> n2, so
-params = FLOPs/2 = r (d_in n1 + d_out m2). Monarch is a BTT with fixed factors (monarch.py).
-``impl='pallas'`` runs the fused kernel of pallas_kernels/btt (same layout).
+d_in = m_0 ... m_{c-1} and d_out = n_0 ... n_{c-1} (balanced, ascending factors). The input
+is viewed as x[m_{c-1}, ..., m_0] and the output as y[n_0, ..., n_{c-1}]. Core k is a batch,
+over the output modes already produced (n_<k) and the input modes not yet read (m_>k), of
+dense maps (m_k, r_k) -> (r_{k+1}, n_k), ranks r_0 = r_c = 1 and r_1 = ... = r_{c-1} = r.
+It is stored as w{k}[n_0..n_{k-1}, m_{c-1}..m_{k+1}, m_k, r_k, r_{k+1}, n_k] with the size-1
+boundary ranks left out, so c = 2 is w0[m2, m1, r, n1], w1[n1, m2, r, n2] (m1 = m_0, ...):
+  z[m2, r, n1] = sum_m1 x[m2, m1] W0[m2, m1, r, n1];
+  y[n1, n2]    = sum_{m2, r} z[m2, r, n1] W1[n1, m2, r, n2].
+The forward contracts core 0, 1, ..., c-1 in turn and touches every core entry once per
+token, so params = FLOPs/2 = sum_k r_k r_{k+1} n_0..n_k m_k..m_{c-1}
+(c = 2: r (d_in n1 + d_out m2)). Monarch is a 2-core BTT with fixed factors (monarch.py).
+``impl='pallas'`` runs the fused 2-core kernel of pallas_kernels/btt (same layout).
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -15,57 +23,119 @@ from flax import nnx
 from structured.base import Core, StructuredLinear, StructureError, einsum, factorize, init_core
 
 IMPLS = ("xla", "pallas")
+MAX_CORES = 8
+# einsum letters of the input modes m_k, output modes n_k and ranks r_k (r_0 unused); chosen
+# so that c = 2 spells exactly the original 2-core expressions.
+_M, _N, _R = "abdefghi", "ncjklmop", " rstuvwx"
 
 
 class BTT(StructuredLinear):
   kind = "btt"
 
-  def __init__(self, d_in: int, d_out: int, *, rank: int = 1, impl: str = "xla",
+  def __init__(self, d_in: int, d_out: int, *, rank: int = 1, cores: int = 2, impl: str = "xla",
                use_bias: bool = False, role: str = "hidden", rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    self._build(*factorize(d_in, 2), *factorize(d_out, 2), rank, impl, rngs)
+    if not 2 <= cores <= MAX_CORES:
+      raise StructureError(f"btt cores={cores} must be in [2, {MAX_CORES}]")
+    self._build_cores(factorize(d_in, cores), factorize(d_out, cores), rank, impl, rngs)
 
   def _build(self, m1: int, m2: int, n1: int, n2: int, rank: int, impl: str, rngs: nnx.Rngs):
-    """Cores for d_in = m1 m2 -> d_out = n1 n2 at ``rank``, contracted by ``impl``."""
+    """2-core cores for d_in = m1 m2 -> d_out = n1 n2 at ``rank`` (used by Monarch)."""
+    self._build_cores((m1, m2), (n1, n2), rank, impl, rngs)
+
+  def _build_cores(self, ms: tuple[int, ...], ns: tuple[int, ...], rank: int, impl: str,
+                   rngs: nnx.Rngs):
+    """Cores for d_in = prod ms -> d_out = prod ns (mode k contracted k-th) at ``rank``."""
     if impl not in IMPLS:
       raise StructureError(f"{self.kind} impl='{impl}' is unknown; valid: {list(IMPLS)}")
-    max_rank = min(m1, n2)
+    if impl == "pallas" and len(ms) != 2:
+      raise StructureError(f"{self.kind} impl='pallas' supports cores=2 only, got "
+                           f"cores={len(ms)}; use impl='xla'")
+    max_rank = min(ms[0], ns[-1])   # every slab W[m_<k, n_>=k] at fixed (n_<k, m_>=k) has rank <= r
     if not 1 <= rank <= max_rank:
       raise StructureError(f"{self.kind} rank={rank} must be in [1, {max_rank}] for "
-                           f"{self.d_in}->{self.d_out} (factors {m1}x{m2} -> {n1}x{n2}); higher "
-                           "ranks add parameters without adding expressiveness")
-    self.m1, self.m2, self.n1, self.n2, self.rank, self.impl = m1, m2, n1, n2, rank, impl
-    r = rank
-    self.w0 = init_core(rngs, (m2, m1, r, n1), m1, r * n1)
-    self.w1 = init_core(rngs, (n1, m2, r, n2), r * m2, n2)
+                           f"{self.d_in}->{self.d_out} (factors {'x'.join(map(str, ms))} -> "
+                           f"{'x'.join(map(str, ns))}); higher ranks add parameters without "
+                           "adding expressiveness")
+    self.ms, self.ns, self.rank, self.impl = tuple(ms), tuple(ns), rank, impl
+    for k, core in enumerate(self.cores()):
+      setattr(self, core.name, init_core(rngs, self._core_shape(k), core.fan_in, core.fan_out))
+
+  @property
+  def n_cores(self) -> int:
+    return len(self.ms)
+
+  def _ranks(self) -> tuple[int, ...]:
+    return (1,) + (self.rank,) * (self.n_cores - 1) + (1,)
+
+  def _core_shape(self, k: int) -> tuple[int, ...]:
+    c, r = self.n_cores, self.rank
+    return (*self.ns[:k], *self.ms[:k:-1], self.ms[k], *(r,) * (k > 0), *(r,) * (k < c - 1),
+            self.ns[k])
+
+  def _core_letters(self, k: int) -> str:
+    c = self.n_cores
+    return (_N[:k] + _M[c - 1:k:-1] + _M[k] + _R[k] * (k > 0) + _R[k + 1] * (k < c - 1)
+            + _N[k])
+
+  def _weights(self) -> list[jax.Array]:
+    return [getattr(self, f"w{k}")[...] for k in range(self.n_cores)]
 
   def _matmul(self, x):
     if self.impl == "pallas":
       from pallas_kernels.btt import api   # optional fast path; falls back off TPU/GPU
       return api.btt(x, self.w0[...], self.w1[...])
-    x_MxM = x.reshape(*x.shape[:-1], self.m2, self.m1)
-    z = einsum("...ba,barn->...brn", x_MxM, self.w0[...]).astype(x.dtype)
-    y = einsum("...brn,nbrc->...nc", z, self.w1[...])
-    return y.reshape(*x.shape[:-1], self.d_out)
+    c, lead = self.n_cores, x.shape[:-1]
+    t = x.reshape(*lead, *self.ms[::-1])
+    for k, w in enumerate(self._weights()):
+      # t[..., m_{c-1}..m_k, r_k, n_<k] -> t[..., m_{c-1}..m_{k+1}, r_{k+1}, n_<=k]
+      src = _M[c - 1:k - 1 if k else None:-1] + _R[k] * (k > 0) + _N[:k]
+      dst = _M[c - 1:k:-1] + _R[k + 1] * (k < c - 1) + _N[:k + 1]
+      if k:
+        t = t.astype(x.dtype)
+      t = einsum(f"...{src},{self._core_letters(k)}->...{dst}", t, w)
+    return t.reshape(*lead, self.d_out)
 
   def to_dense(self):
-    w = jnp.einsum("barn,nbrc->banc", self.w0[...], self.w1[...])
+    c = self.n_cores
+    operands = [a for k, w in enumerate(self._weights()) for a in (w, self._core_letters(k))]
+    w = jnp.einsum(",".join(operands[1::2]) + "->" + _M[c - 1::-1] + _N[:c], *operands[::2])
     return w.reshape(self.d_in, self.d_out)
 
   def flops_per_token(self):
-    return 2 * self.rank * (self.d_in * self.n1 + self.d_out * self.m2)
+    return 2 * sum(math.prod(self._core_shape(k)) for k in range(self.n_cores))
 
   def cores(self):
-    return (Core("w0", self.m1, self.rank * self.n1), Core("w1", self.rank * self.m2, self.n2))
+    r = self._ranks()
+    return tuple(Core(f"w{k}", r[k] * m, r[k + 1] * n)
+                 for k, (m, n) in enumerate(zip(self.ms, self.ns)))
 
   @classmethod
   def project(cls, w_IxO: jax.Array, *, rngs=None, **hparams):
-    """Closed form: the rank-r truncated SVD of each (b, n) slab W[b, :, n, :] is optimal."""
+    """Sequential slab SVDs, input side first; for c = 2 the closed-form optimum.
+
+    Step k takes each slab [(m_k, r_k), n_>k] at fixed (n_<=k, m_>k) of the remainder, keeps
+    its rank-r truncated SVD (U sqrt(s) -> core k, sqrt(s) V^T -> remainder) and passes the
+    remainder on. For c = 2 the slabs are independent and the result is optimal in Frobenius
+    norm; for c > 2 it recovers every member exactly (each slab of a member has rank <= r)
+    but, like TT-SVD, is only a heuristic for other matrices.
+    """
     layer = cls(*w_IxO.shape, rngs=rngs or nnx.Rngs(0), **hparams)
-    r = layer.rank
-    slabs = w_IxO.reshape(layer.m2, layer.m1, layer.n1, layer.n2).transpose(0, 2, 1, 3)
-    u, s, vt = jnp.linalg.svd(slabs, full_matrices=False)   # [m2, n1, m1, k], [.., k], [.., k, n2]
-    root_s = jnp.sqrt(s[..., :r])
-    layer.w0[...] = (u[..., :r] * root_s[..., None, :]).transpose(0, 2, 3, 1)       # [m2, m1, r, n1]
-    layer.w1[...] = (root_s[..., None] * vt[..., :r, :]).transpose(1, 0, 2, 3)      # [n1, m2, r, n2]
+    c, r = layer.n_cores, layer.rank
+    rem = w_IxO.reshape(*layer.ms[::-1], *layer.ns)   # [n_<k, m_>k, m_k, (r_k), n_k, n_>k]
+    for k in range(c - 1):
+      lead = rem.shape[:c - 1]                       # (n_<k, m_>k)
+      row, n_k, rest = rem.shape[c - 1:-(c - k)], layer.ns[k], layer.ns[k + 1:]
+      axes = list(range(rem.ndim))
+      at_n_k = c - 1 + len(row)
+      order = axes[:c - 1] + [at_n_k] + axes[c - 1:at_n_k] + axes[at_n_k + 1:]
+      slabs = rem.transpose(order).reshape(*lead, n_k, math.prod(row), math.prod(rest))
+      u, s, vt = jnp.linalg.svd(slabs, full_matrices=False)
+      root_s = jnp.sqrt(s[..., :r])
+      core = (u[..., :r] * root_s[..., None, :]).reshape(*lead, n_k, *row, r)
+      core = jnp.moveaxis(core, c - 1, -1)                              # n_k last
+      getattr(layer, f"w{k}")[...] = core
+      rem = (root_s[..., None] * vt[..., :r, :]).reshape(*lead, n_k, r, *rest)
+      rem = jnp.moveaxis(rem, c - 1, k)                                 # n_k after n_<k
+    getattr(layer, f"w{c - 1}")[...] = rem
     return layer

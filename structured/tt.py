@@ -1,0 +1,100 @@
+"""Tensor-Train matrix (TT-matrix / MPO) with c cores of rank r.
+
+d_in = a_1 ... a_c and d_out = b_1 ... b_c (balanced, ascending factors), rows and columns
+read with mode 1 slowest, and
+  W[(i_1..i_c), (j_1..j_c)] = G_1[:, i_1, j_1, :] G_2[:, i_2, j_2, :] ... G_c[:, i_c, j_c, :]
+with cores G_k[r_{k-1}, a_k, b_k, r_k], r_0 = r_c = 1, r_1 = ... = r_{c-1} = r. Rank 1 is
+the Kronecker product G_1 (x) ... (x) G_c (kronecker.py). Unlike BTT the cores are shared
+across the other modes, so params = sum_k r_{k-1} a_k b_k r_k is far below FLOPs/2.
+Forward: x[a_1..a_c] is contracted with G_1, G_2, ..., G_c in turn; step k maps
+t[b_<k, r_{k-1}, a_k, a_>k] -> t[b_<=k, r_k, a_>k], so
+  FLOPs = 2 sum_k r_{k-1} r_k b_1..b_k a_k..a_c.
+muP fans (Compute Better Spent): G_k maps r_{k-1} a_k -> b_k r_k.
+Projection: TT-SVD (Oseledets 2011), exact on members and quasi-optimal otherwise.
+"""
+
+import math
+import string
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from structured.base import Core, StructuredLinear, StructureError, einsum, factorize, init_core
+
+MAX_CORES = 8
+_A, _B, _R = string.ascii_lowercase[:MAX_CORES], string.ascii_uppercase[:MAX_CORES], "rs"
+
+
+class TT(StructuredLinear):
+  kind = "tt"
+
+  def __init__(self, d_in: int, d_out: int, *, cores: int = 3, rank: int = 2,
+               use_bias: bool = False, role: str = "hidden", rngs: nnx.Rngs):
+    super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
+    if not 2 <= cores <= MAX_CORES:
+      raise StructureError(f"tt cores={cores} must be in [2, {MAX_CORES}]")
+    self.a, self.b = factorize(d_in, cores), factorize(d_out, cores)
+    # the unfolding W[(i_<=k, j_<=k), (i_>k, j_>k)] has rank <= r_k; its smallest size bounds r
+    max_rank = min(self.a[0] * self.b[0], self.a[-1] * self.b[-1])
+    if not 1 <= rank <= max_rank:
+      factors = f"{'x'.join(map(str, self.a))} -> {'x'.join(map(str, self.b))}"
+      raise StructureError(f"tt rank={rank} must be in [1, {max_rank}] for {d_in}->{d_out} "
+                           f"(factors {factors}); higher ranks add parameters without adding "
+                           "expressiveness")
+    self.rank = rank
+    r = self.ranks
+    for k, core in enumerate(self.cores()):
+      setattr(self, core.name,
+              init_core(rngs, (r[k], self.a[k], self.b[k], r[k + 1]), core.fan_in, core.fan_out))
+
+  @property
+  def ranks(self) -> tuple[int, ...]:
+    return (1,) + (self.rank,) * (len(self.a) - 1) + (1,)
+
+  def _cores(self) -> list[jax.Array]:
+    return [getattr(self, f"g{k}")[...] for k in range(len(self.a))]
+
+  def _matmul(self, x):
+    c, lead = len(self.a), x.shape[:-1]
+    t = x.reshape(*lead, 1, *self.a)                 # [..., r_0, a_1..a_c]
+    for k, g in enumerate(self._cores()):
+      src = _B[:k] + _R[0] + _A[k:c]
+      dst = _B[:k + 1] + _R[1] + _A[k + 1:c]
+      t = einsum(f"...{src},{_R[0]}{_A[k]}{_B[k]}{_R[1]}->...{dst}", t.astype(x.dtype), g)
+    return t.reshape(*lead, self.d_out)
+
+  def to_dense(self):
+    w = jnp.ones((1, 1, 1))                          # [rows, cols, r]
+    for g in self._cores():
+      w = jnp.einsum("ijr,rabs->iajbs", w, g)
+      w = w.reshape(w.shape[0] * w.shape[1], w.shape[2] * w.shape[3], w.shape[4])
+    return w[..., 0]
+
+  def flops_per_token(self):
+    r = self.ranks
+    return 2 * sum(r[k] * r[k + 1] * math.prod(self.b[:k + 1]) * math.prod(self.a[k:])
+                   for k in range(len(self.a)))
+
+  def cores(self):
+    r = self.ranks
+    return tuple(Core(f"g{k}", r[k] * a, b * r[k + 1])
+                 for k, (a, b) in enumerate(zip(self.a, self.b)))
+
+  @classmethod
+  def project(cls, w_IxO: jax.Array, *, rngs=None, **hparams):
+    """TT-SVD: sequential truncated SVDs of the unfoldings of W[(a_1 b_1), ..., (a_c b_c)].
+
+    Exact when W is a member (every unfolding has rank <= r); otherwise its error is at most
+    sqrt(c - 1) times the best rank-r TT approximation (Oseledets 2011, Thm 2.2).
+    """
+    layer = cls(*w_IxO.shape, rngs=rngs or nnx.Rngs(0), **hparams)
+    a, b, r, c = layer.a, layer.b, layer.ranks, len(layer.a)
+    t = w_IxO.reshape(*a, *b).transpose([m for k in range(c) for m in (k, c + k)])
+    rest = t.reshape(1, -1)                          # [r_{k-1}, (a_k b_k ... a_c b_c)]
+    for k in range(c - 1):
+      u, s, vt = jnp.linalg.svd(rest.reshape(r[k] * a[k] * b[k], -1), full_matrices=False)
+      getattr(layer, f"g{k}")[...] = u[:, :r[k + 1]].reshape(r[k], a[k], b[k], r[k + 1])
+      rest = s[:r[k + 1], None] * vt[:r[k + 1]]
+    getattr(layer, f"g{c - 1}")[...] = rest.reshape(r[c - 1], a[-1], b[-1], 1)
+    return layer
