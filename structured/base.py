@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 
 import jax
@@ -39,7 +40,16 @@ def mup_init_std(fan_in: int, fan_out: int) -> float:
 def init_core(rngs: nnx.Rngs, shape: tuple[int, ...], fan_in: int, fan_out: int) -> nnx.Param:
   """A float32 core drawn from N(0, mup_init_std(fan_in, fan_out)^2)."""
   std = mup_init_std(fan_in, fan_out)
-  return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
+  size = math.prod(shape)
+  draw = _normal(rngs.params(), 1 << max(0, (size - 1).bit_length()))
+  return nnx.Param(std * draw[:size].reshape(shape))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _normal(key: jax.Array, n: int) -> jax.Array:
+  """n standard normals; callers round n up to a power of two, so a process compiles the
+  random-number program once per size octave instead of once per core shape."""
+  return jax.random.normal(key, (n,), jnp.float32)
 
 
 def factorize(d: int, n: int) -> tuple[int, ...]:
@@ -60,7 +70,7 @@ def _balanced_factors(d: int, n: int) -> tuple[int, ...] | None:
   if n == 1:
     return (d,)
   best = None
-  for f in range(1, int(round(d ** (1 / n))) + 2):
+  for f in range(2, int(round(d ** (1 / n))) + 2):
     if d % f:
       continue
     rest = _balanced_factors(d // f, n - 1)
