@@ -1,6 +1,13 @@
-"""Data sources. Each task gives ``d_in``, ``d_out``, the loss name, ``train_batch(step)`` and
-``eval_batches()``; batches are deterministic functions of the seed and the step, so a resumed
-run sees exactly the data it would have seen.
+"""Data sources. Each task gives ``spec`` (what the model needs: d_in/d_out, vocab/seq_len or
+image_shape/d_out), the loss name, ``tokens_per_example``, ``train_batch(step)`` and
+``eval_batches()``. Batches are pure functions of the seed and the step, so a resumed run sees
+exactly the data it would have seen; each host gets only its own rows of the global batch
+(``jax.process_index()`` of ``jax.process_count()``).
+
+Tasks: ``teacher`` (synthetic), ``bytes`` (text files, experiments/text.py), ``tokens``
+(nanoGPT .bin files, experiments/tokens.py), and image classification (experiments/images.py)
+on ``fashion_mnist`` (Debian IDX files, offline) or the tfds datasets ``cifar10``,
+``cifar100``, ``imagenet2012`` (experiments/tfds_data.py).
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-TASKS = ("teacher", "bytes", "fashion_mnist")
+TASKS = ("teacher", "bytes", "tokens", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
 
 
 class DataError(ValueError):
@@ -45,10 +52,25 @@ class TeacherStudent:
     return {"x": x, "y": _teacher(self._weights, x)}
 
   def train_batch(self, step: int):
-    return self._sample(jax.random.fold_in(jax.random.key(self.seed + 2), step), self.batch_size)
+    batch = self._sample(jax.random.fold_in(jax.random.key(self.seed + 2), step), self.batch_size)
+    return host_rows(batch)
 
   def eval_batches(self):
-    return [self._sample(jax.random.key(self.seed + 3), self.eval_examples)]
+    return [host_rows(self._sample(jax.random.key(self.seed + 3), self.eval_examples))]
+
+
+def host_slice(n: int) -> slice:
+  """This host's rows of a global batch of ``n`` rows (all of them on one host)."""
+  index, count = jax.process_index(), jax.process_count()
+  if n % count:
+    raise DataError(f"a global batch of {n} rows does not split over {count} hosts; "
+                    f"use a multiple of {count}")
+  return slice(index * (n // count), (index + 1) * (n // count))
+
+
+def host_rows(batch: dict) -> dict:
+  rows = host_slice(len(next(iter(batch.values()))))
+  return {k: v[rows] for k, v in batch.items()}
 
 
 def _teacher(weights, x_BxI):
@@ -60,15 +82,34 @@ def _teacher(weights, x_BxI):
 
 def make(cfg: ml_collections.ConfigDict, batch_size: int, seed: int):
   """The task named ``cfg.name``."""
+  seed = seed + cfg.get("seed_offset", 0)
   if cfg.name == "teacher":
-    return TeacherStudent(cfg.d_in, cfg.d_out, cfg.width, cfg.depth, seed=seed + cfg.seed_offset,
+    return TeacherStudent(cfg.d_in, cfg.d_out, cfg.width, cfg.depth, seed=seed,
                           batch_size=batch_size, eval_examples=cfg.eval_examples)
   if cfg.name == "bytes":
-    from experiments.text import ByteText
-    return ByteText(cfg.dir, cfg.pattern, cfg.seq_len, seed=seed + cfg.seed_offset,
-                    batch_size=batch_size, max_bytes=cfg.max_bytes, eval_batches=cfg.eval_batches)
-  if cfg.name == "fashion_mnist":
-    from experiments.images import ImageClassification
-    return ImageClassification(cfg.dir, seed=seed + cfg.seed_offset, batch_size=batch_size,
-                               flip=cfg.flip)
+    from experiments.text import byte_text
+    return byte_text(cfg.dir, cfg.pattern, cfg.seq_len, seed=seed, batch_size=batch_size,
+                     max_bytes=cfg.max_bytes, eval_batches=cfg.eval_batches)
+  if cfg.name == "tokens":
+    from experiments import tokens
+    train, val = tokens.load_bins(cfg.dir, cfg.vocab)
+    return tokens.TokenWindows(train, val, cfg.vocab, cfg.seq_len, seed=seed,
+                               batch_size=batch_size, eval_batches=cfg.eval_batches)
+  if cfg.name in TASKS[3:]:
+    return _images(cfg, batch_size, seed)
   raise DataError(f"data.name='{cfg.name}' is unknown; valid: {list(TASKS)}")
+
+
+def _images(cfg: ml_collections.ConfigDict, batch_size: int, seed: int):
+  from experiments import images, tfds_data
+  train_split, eval_split, classes, mean, std = tfds_data.DATASETS[cfg.name]
+  if cfg.name == "fashion_mnist":
+    train, test = images.load_fashion_mnist(cfg.dir or images.FASHION_MNIST)
+  else:
+    train, test = (tfds_data.open_split(cfg.name, s, cfg.dir) for s in (train_split, eval_split))
+  return images.ImageClassification(
+      train, test, classes=classes, mean=mean, std=std, seed=seed, batch_size=batch_size,
+      image_size=cfg.get("image_size", 0), crop_pad=cfg.get("crop", 0),
+      flip=cfg.get("flip", False), mixup_alpha=cfg.get("mixup_alpha", 0.0),
+      label_smoothing=cfg.get("label_smoothing", 0.0), eval_batch=cfg.get("eval_batch", 1000),
+      eval_examples=cfg.get("eval_examples", 0), read_threads=cfg.get("read_threads", 16))

@@ -61,15 +61,14 @@ def check_batch(mesh, batch_size: int, what: str = "batch_size") -> None:
 
 
 def shard_batch(batch: dict, mesh) -> dict:
-  """The global batch (every host computes the same one from seed and step) as global arrays
-  split over the batch axes; each host contributes only its own rows."""
+  """This host's rows of the global batch (each task gives a host only its own rows, see
+  experiments/data.py) as global arrays split over the batch axes."""
   sharding = batch_sharding(mesh)
-  index, count = jax.process_index(), jax.process_count()
+  count = jax.process_count()
 
   def put(v):
     v = np.asarray(v)
-    rows = len(v) // count
-    return jax.make_array_from_process_local_data(sharding, v[index * rows:(index + 1) * rows], v.shape)
+    return jax.make_array_from_process_local_data(sharding, v, (len(v) * count, *v.shape[1:]))
 
   return {k: put(v) for k, v in batch.items()}
 

@@ -11,7 +11,12 @@ def mse(pred, y):
 
 
 def xent(logits, labels):
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels))
+  """Mean cross-entropy against integer labels [...] or soft targets [..., classes] (mixup,
+  label smoothing)."""
+  logits = logits.astype(jnp.float32)
+  if labels.ndim == logits.ndim:
+    return jnp.mean(optax.softmax_cross_entropy(logits, labels))
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
 LOSSES = {"mse": mse, "xent": xent, "lm": xent}
@@ -37,5 +42,6 @@ def eval_step(model, batch, loss_name: str) -> dict:
   if loss_name == "lm":   # byte-level: nats per byte -> bits per byte
     return {"loss": loss, "bits_per_byte": loss / jnp.log(2.0)}
   if loss_name == "xent":
-    return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(pred, -1) == batch["y"])}
+    labels = batch["y"] if batch["y"].ndim < pred.ndim else jnp.argmax(batch["y"], -1)
+    return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(pred, -1) == labels)}
   return {"loss": loss}

@@ -1,0 +1,68 @@
+"""Language modelling on a token stream: random windows of a 1-D token array.
+
+``TokenWindows`` serves any stream (bytes of text files, or GPT-2 BPE tokens); ``load_bins``
+opens token files in the nanoGPT layout: ``train.bin`` / ``val.bin``, uint16, read as
+``np.memmap`` so a 9B-token OpenWebText costs no memory and a batch reads only its windows
+(``scripts/prepare_owt.py`` writes them, with a ``meta.json`` naming the tokenizer).
+
+A training batch is ``batch_size`` windows of ``seq_len + 1`` tokens at offsets drawn from
+(seed, step) for the global batch; a host reads only its own rows (``jax.process_index``), so
+the global batch is a pure function of (seed, step) whatever the number of hosts, and a
+resumed run sees exactly the data it would have seen. Validation uses fixed windows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from experiments.data import DataError, host_slice
+
+
+class TokenWindows:
+  loss = "lm"
+
+  def __init__(self, train_N: np.ndarray, val_N: np.ndarray, vocab: int, seq_len: int, *,
+               seed: int, batch_size: int, eval_batches: int):
+    if min(len(train_N), len(val_N)) <= seq_len + 1:
+      raise DataError(f"data.seq_len={seq_len} is longer than a split ({len(train_N)} train, "
+                      f"{len(val_N)} validation tokens)")
+    self.train, self.val = train_N, val_N
+    self.seq_len, self.seed, self.batch_size, self.n_eval = seq_len, seed, batch_size, eval_batches
+    self.spec = {"vocab": vocab, "seq_len": seq_len}
+    self.tokens_per_example = seq_len
+    self.rows = host_slice(batch_size)
+
+  def _windows(self, corpus: np.ndarray, key) -> dict:
+    starts = np.asarray(jax.random.randint(key, (self.batch_size,), 0, len(corpus) - self.seq_len - 1))
+    starts = starts[self.rows]
+    window = corpus[starts[:, None] + np.arange(self.seq_len + 1)[None]].astype(np.int32)
+    return {"x": window[:, :-1], "y": window[:, 1:]}
+
+  def train_batch(self, step: int) -> dict:
+    return self._windows(self.train, jax.random.fold_in(jax.random.key(self.seed), step))
+
+  def eval_batches(self) -> list[dict]:
+    key = jax.random.key(self.seed + 1)
+    return [self._windows(self.val, jax.random.fold_in(key, i)) for i in range(self.n_eval)]
+
+
+def load_bins(root: str, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+  """(train, val) uint16 memmaps of ``root``/{train,val}.bin; checks ``meta.json``'s vocab."""
+  paths = [os.path.join(root, f"{split}.bin") for split in ("train", "val")]
+  missing = [p for p in paths if not os.path.exists(p)]
+  if missing:
+    raise DataError(f"token files not found: looked for {missing}; write them with "
+                    f"`python scripts/prepare_owt.py --out {root or 'DIR'} [--text_dir DIR]` "
+                    "(GPT-2 BPE via tiktoken) and set data.dir")
+  meta_path = os.path.join(root, "meta.json")
+  if os.path.exists(meta_path):
+    with open(meta_path) as f:
+      meta_vocab = json.load(f)["vocab_size"]
+    if meta_vocab > vocab:
+      raise DataError(f"data.vocab={vocab} is smaller than the tokenizer's vocab {meta_vocab} "
+                      f"({meta_path}); set data.vocab >= {meta_vocab}")
+  return tuple(np.memmap(p, dtype=np.uint16, mode="r") for p in paths)
