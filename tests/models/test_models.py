@@ -54,7 +54,7 @@ def test_mlp_flops_match_xla():
 
 # Golden values: loss after one optimizer step from the fixed seed. If a deliberate change
 # (init, data, optimizer) moves them, rerun this test, check the new value is sane and paste it.
-GOLDEN = {"mlp_synthetic": 4.029542, "gpt2_bytes": 5.499989, "mlp_fashion": 2.268043}
+GOLDEN = {"mlp_synthetic": 4.029542, "gpt2_bytes": 5.499989, "mlp_fashion": 2.268983}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
