@@ -4,9 +4,11 @@ python -m experiments.coord_check --config configs/mlp_synthetic.py --kinds dens
     --widths 64,128,256,512,1024 --out benchmarks/results/coord_check
 
 For every family and width it builds the model exactly as training does (init, muP
-multipliers, optimizer), trains ``steps`` Adam steps on one fixed batch, and records per
-structured layer the RMS of its output at init (h) and of its change after training (dh).
-Under a correct muP, log dh against log width has slope ~0 for every layer.
+multipliers, optimizer: Adam or SGD as the config says), trains ``steps`` steps on one fixed
+batch, and records per structured layer the RMS of its output at init (h) and of its change
+after training (dh). Under a correct muP, log dh against log width has slope ~0 for every layer.
+``run_depth`` is the depth version (Depth-muP): at fixed width, the residual stream's dh should
+not grow with the number of blocks.
 """
 
 from __future__ import annotations
@@ -57,15 +59,45 @@ def run(config, kinds: list[str], widths: list[int], steps: int = 3) -> pd.DataF
         step.train_step(model, optimizer, batch, task.loss)
       after = _outputs(model, batch["x"])
       for layer, h in before.items():
-        rms = lambda a: float(jnp.sqrt(jnp.mean(jnp.square(a.astype(jnp.float32)))))
-        rows.append(dict(kind=spec, width=width, layer=layer, h=rms(h), dh=rms(after[layer] - h)))
+        rows.append(dict(kind=spec, width=width, layer=layer, h=_rms(h), dh=_rms(after[layer] - h)))
   return pd.DataFrame(rows)
 
 
-def slopes(df: pd.DataFrame, column: str = "dh") -> pd.DataFrame:
-  """Least-squares slope of log(column) against log(width), per kind and layer."""
+def _rms(a) -> float:
+  return float(jnp.sqrt(jnp.mean(jnp.square(a.astype(jnp.float32)))))
+
+
+def residual_stream(mlp, x_BxI) -> jnp.ndarray:
+  """The residual stream of an ``models.mlp.MLP`` after its last block (the final norm's input)."""
+  h = mlp.embed(x_BxI.reshape(x_BxI.shape[0], -1).astype(mlp.dtype))
+  for block in mlp.blocks:
+    h = block(h)
+  return h
+
+
+def run_depth(config, depths: list[int], steps: int = 3) -> pd.DataFrame:
+  """One row per depth of an MLP config: h and dh (RMS at init / change after ``steps``) of the
+  residual stream after the last block. ``config.model.base_depth`` > 0 turns on depth-muP."""
+  rows = []
+  for depth in depths:
+    cfg = config.copy_and_resolve_references()
+    with cfg.unlocked():
+      cfg.model.depth = depth
+    task, model, optimizer, _, mesh = train.build(cfg)
+    batch = sharding.shard_batch(task.train_batch(0), mesh)
+    before = residual_stream(model, batch["x"])
+    for _ in range(steps):
+      step.train_step(model, optimizer, batch, task.loss)
+    after = residual_stream(model, batch["x"])
+    rows.append(dict(kind=cfg.model.kind, depth=depth, layer="residual", h=_rms(before),
+                     dh=_rms(after - before)))
+  return pd.DataFrame(rows)
+
+
+def slopes(df: pd.DataFrame, column: str = "dh", against: str = "width") -> pd.DataFrame:
+  """Least-squares slope of log(column) against log(against), per kind and layer."""
   def fit(g):
-    return np.polyfit(np.log(g["width"]), np.log(np.maximum(g[column], 1e-30)), 1)[0]
+    return np.polyfit(np.log(g[against]), np.log(np.maximum(g[column], 1e-30)), 1)[0]
   return df.groupby(["kind", "layer"]).apply(fit, include_groups=False).rename("slope").reset_index()
 
 
@@ -92,12 +124,15 @@ def main(argv=None) -> None:
                       help="comma-separated family specs, kind[:hparam=value;...]")
   parser.add_argument("--widths", default="64,128,256,512,1024")
   parser.add_argument("--param", default="mup", choices=mup.PARAMETRIZATIONS)
+  parser.add_argument("--optim", default=None, choices=("adamw", "adam", "sgd"),
+                      help="optimizer (default: the config's); SGD follows muP's SGD rule")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--out", default="coord_check", help="output prefix: writes OUT.csv and OUT.png")
   args = parser.parse_args(argv)
   config = _load_config(args.config)
   with config.unlocked():
     config.mup.parametrization = args.param
+    config.optim.name = args.optim or config.optim.name
   df = run(config, args.kinds.split(","), [int(w) for w in args.widths.split(",")], args.steps)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   df.to_csv(args.out + ".csv", index=False)

@@ -1,9 +1,17 @@
 """Optimizer: optax AdamW/Adam/SGD with a schedule and per-core muP learning-rate multipliers.
 
-The multipliers reach optax as labels (``optax.multi_transform``): every distinct multiplier
+The multipliers (``structured.mup.lr_multipliers``: Adam's or SGD's width rule, times the
+depth-muP factor) reach optax as labels (``optax.multi_transform``): every distinct multiplier
 is one label whose transform scales the update, so no update code is hand-written here.
 Weight decay is applied to matrices only (ndim >= 2), decoupled as in AdamW, and scaled by
 the same multiplier as the learning rate (PyTorch param-group semantics).
+
+``optim.eps_mup`` (default off; muP with Adam only) gives every parameter the Adam eps
+``eps * mup.eps_scales`` (~ 1/width, like its gradient), so eps does not swamp the small
+gradients of wide models (Everett et al. 2024: a fixed eps 1e-8 already matters at moderate
+widths). Adam is invariant to scaling its input gradient except for eps (adam(c g, eps) =
+adam(g, eps / c)), so it is applied by scaling each gradient by 1 / eps_scale before one
+``scale_by_adam``.
 """
 
 from __future__ import annotations
@@ -51,17 +59,33 @@ def _label(mult: float) -> str:
   return f"x{mult:.6g}"
 
 
-def make(cfg: ml_collections.ConfigDict, model: nnx.Module, base_model: nnx.Module,
-         parametrization: str, steps: int) -> tuple[optax.GradientTransformation, dict[tuple, float]]:
-  """The optax transformation for ``model`` and the per-core multipliers it applies."""
-  if cfg.name not in OPTIMIZERS:
-    raise ConfigError(f"optim.name='{cfg.name}' is unknown; valid: {list(OPTIMIZERS)}")
-  mults = mup.lr_multipliers(model, base_model, parametrization)
-  lr = schedule(cfg, steps)
+def mup_rule(cfg: ml_collections.ConfigDict) -> str:
+  """Which muP learning-rate rule ``optim.name`` follows: 'sgd' or 'adam'."""
+  return "sgd" if cfg.name == "sgd" else "adam"
 
+
+def scale_by_path(factors: dict[tuple, float]) -> optax.GradientTransformation:
+  """Scales each parameter's update by ``factors[path]`` (1 if absent): one label per factor."""
   def labels(params):
     return jax.tree_util.tree_map_with_path(
-        lambda p, _: _label(mults.get(path_key(p), 1.0)), params)
+        lambda p, _: _label(factors.get(path_key(p), 1.0)), params)
+  return optax.multi_transform({_label(f): optax.scale(f) for f in {*factors.values(), 1.0}}, labels)
+
+
+def make(cfg: ml_collections.ConfigDict, model: nnx.Module, base_model: nnx.Module,
+         parametrization: str, steps: int, depth: tuple[int, int] = (0, 1),
+         ) -> tuple[optax.GradientTransformation, dict[tuple, float]]:
+  """The optax transformation for ``model`` and the per-parameter multipliers it applies.
+
+  ``depth`` is (base_depth, depth) of the model for depth-muP (base_depth 0 = off).
+  """
+  if cfg.name not in OPTIMIZERS:
+    raise ConfigError(f"optim.name='{cfg.name}' is unknown; valid: {list(OPTIMIZERS)}")
+  rule = mup_rule(cfg)
+  mults = mup.lr_multipliers(model, base_model, parametrization, rule,
+                             mup.depth_lr_factor(*depth, rule))
+  lr = schedule(cfg, steps)
+  eps_mup = cfg.get("eps_mup", False) and rule == "adam" and parametrization == "mup"
 
   def is_matrix(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
@@ -73,9 +97,11 @@ def make(cfg: ml_collections.ConfigDict, model: nnx.Module, base_model: nnx.Modu
   decay = cfg.weight_decay if cfg.name == "adamw" else 0.0
   tx = optax.chain(
       optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip else optax.identity(),
+      (scale_by_path({k: 1 / v for k, v in mup.eps_scales(model, base_model).items()})
+       if eps_mup else optax.identity()),
       base,
       optax.add_decayed_weights(decay, mask=is_matrix) if decay else optax.identity(),
-      optax.multi_transform({_label(m): optax.scale(m) for m in {*mults.values(), 1.0}}, labels),
+      scale_by_path(mults),
       optax.scale_by_learning_rate(lr),
   )
   return tx, mults

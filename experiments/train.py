@@ -24,7 +24,8 @@ def build(config: ml_collections.ConfigDict):
   mup.apply_init(model, config.mup.parametrization)
   sharding.place(model, mesh)
   base = factory.build_base(config.model, task.spec)
-  tx, mults = optim.make(config.optim, model, base, config.mup.parametrization, config.steps)
+  tx, mults = optim.make(config.optim, model, base, config.mup.parametrization, config.steps,
+                         depth=(config.model.get("base_depth", 0), config.model.depth))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   sharding.place(optimizer, mesh)
   return task, model, optimizer, mults, mesh

@@ -1,17 +1,38 @@
-"""Structure-aware muP (Compute Better Spent): per-core init and learning-rate multipliers.
+"""Structure-aware muP (Compute Better Spent): per-core init, learning-rate and Adam-eps rules.
 
 Every rule works on the cores a layer reports through ``cores()``, so a new family gets muP
-for free. Parametrizations:
+for free. Base quantities come from the same architecture at ``base_width`` (``base_model``).
+
+Parametrizations:
   - 'mup': each core's init std = fan_in^-1/2 min(1, sqrt(fan_out / fan_in)) (set at
-    construction by ``init_core``), the last core of residual-branch output projections and
-    of the readout is zero, and Adam's learning rate of a core is multiplied by
-    (d_in_base / fan_in_core) / n_cores, where d_in_base is the layer's input width in the
-    base model (the model at ``base_width``).
-  - 'standard': every core's std = fan_in^-1/2 and every multiplier is 1.
-Vectors (biases, norms) keep multiplier 1.
+    construction by ``init_core``); the last core of residual-branch output projections and of
+    the readout is zero. Learning-rate multiplier of a core of a layer with n cores:
+      Adam: (d_in_base / fan_in) / n                                   (CBS, TP5 Table 3)
+      SGD:  (fan_out / fan_in) * (d_in_base / d_out_base) / n
+    Both follow the spectral condition (Yang, Simon & Bernstein 2023): a core's update must have
+    spectral norm ~ sqrt(fan_out / fan_in). Adam's update is sign-like with entries ~ lr, so
+    lr ~ 1/fan_in; SGD's update is lr * gradient, whose entries are ~ 1/fan_out, so
+    lr ~ fan_out / fan_in (the einsum-search SGD rule). For a dense layer at base width both are
+    1, and SGD gives TP5's table: input lr ~ width, hidden ~ 1, readout ~ 1/width. Parameters
+    that are not cores (biases, norms, embeddings: only their fan-out scales) keep 1 under Adam
+    and get numel / numel_base (~ width) under SGD. 1/n is CBS's heuristic that n cores' updates
+    add up to one dense layer's.
+  - 'standard': every core's std = fan_in^-1/2 and every width multiplier is 1.
+
+Depth-muP (Yang et al. 2023, Tensor Programs VI, Table 1): residual branches are scaled by
+sqrt(base_depth / depth) (the model's ``branch_scale``) and, under Adam, every parameter inside
+a residual branch gets a further lr factor sqrt(base_depth / depth); under SGD the factor is 1
+(branch_scale alone keeps SGD's feature updates O(1) in depth). ``base_depth = 0`` turns it off.
+
+Adam eps (Everett et al. 2024; TP5): eps must shrink like the gradient it is added to, whose
+entries are ~ 1/fan_out of the core (numel_base / numel for non-core parameters), else it damps
+wide models' updates and fakes a negative coordinate-check slope. ``eps_scales`` gives each
+parameter's eps factor relative to the base model (1 at base width).
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 from flax import nnx
@@ -19,6 +40,7 @@ from flax import nnx
 from structured.base import StructuredLinear, StructureError, mup_init_std
 
 PARAMETRIZATIONS = ("mup", "standard")
+OPTIMIZER_RULES = ("adam", "sgd")   # 'adamw' follows Adam's rule
 ZERO_INIT_ROLES = ("residual_out", "readout")
 
 
@@ -28,9 +50,22 @@ def structured_layers(model: nnx.Module) -> dict[tuple, StructuredLinear]:
           if isinstance(node, StructuredLinear)}
 
 
-def _check(parametrization: str):
+def residual_branches(model: nnx.Module) -> dict[tuple, nnx.Module]:
+  """Every residual-branch module (one with a ``branch_scale`` attribute) by its path."""
+  return {tuple(path): node for path, node in nnx.iter_graph(model)
+          if isinstance(node, nnx.Module) and hasattr(node, "branch_scale")}
+
+
+def params(model: nnx.Module) -> dict[tuple, nnx.Param]:
+  """Every parameter of ``model`` by its path (the keys the multipliers use)."""
+  return {tuple(path): p for path, p in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def _check(parametrization: str, optimizer: str = "adam"):
   if parametrization not in PARAMETRIZATIONS:
     raise StructureError(f"unknown parametrization '{parametrization}'; valid: {list(PARAMETRIZATIONS)}")
+  if optimizer not in OPTIMIZER_RULES:
+    raise StructureError(f"unknown muP optimizer rule '{optimizer}'; valid: {list(OPTIMIZER_RULES)}")
 
 
 def apply_init(model: nnx.Module, parametrization: str) -> None:
@@ -47,33 +82,79 @@ def apply_init(model: nnx.Module, parametrization: str) -> None:
       last[...] = last[...] * 0.0
 
 
-def lr_multipliers(model: nnx.Module, base_model: nnx.Module, parametrization: str) -> dict[tuple, float]:
-  """Adam learning-rate multiplier of every core, keyed by the core's parameter path.
+def depth_lr_factor(base_depth: int, depth: int, optimizer: str = "adam") -> float:
+  """Depth-muP lr factor of residual-branch parameters: sqrt(base_depth / depth) for Adam, 1 for
+  SGD, 1 when ``base_depth`` is 0 (off)."""
+  _check("mup", optimizer)
+  return math.sqrt(base_depth / depth) if base_depth and optimizer == "adam" else 1.0
+
+
+def _numel_ratio(path: tuple, param, base_params: dict) -> float:
+  """numel / numel_base: how much a non-core parameter grew with width (its fan-out)."""
+  base = base_params.get(path)
+  return 1.0 if base is None else param.size / base.size
+
+
+def lr_multipliers(model: nnx.Module, base_model: nnx.Module, parametrization: str,
+                   optimizer: str = "adam", depth_factor: float = 1.0) -> dict[tuple, float]:
+  """The learning-rate multiplier of every parameter of ``model``, keyed by its path.
 
   ``base_model`` is the same architecture at the base width (an abstract ``nnx.eval_shape``
-  model is enough): it supplies each layer's d_in_base. Parameters not listed get 1.
+  model is enough). ``optimizer`` picks the width rule ('adam' or 'sgd', see the module doc);
+  ``depth_factor`` (``depth_lr_factor``) multiplies every parameter inside a residual branch.
   """
-  _check(parametrization)
-  base_layers = structured_layers(base_model)
+  _check(parametrization, optimizer)
+  base_layers, base_params = structured_layers(base_model), params(base_model)
   mults = {}
+  for path, p in params(model).items():
+    mults[path] = (_numel_ratio(path, p, base_params)
+                   if optimizer == "sgd" and parametrization == "mup" else 1.0)
   for path, layer in structured_layers(model).items():
-    cores = layer.cores()
+    cores, base = layer.cores(), base_layers[path]
     for core in cores:
       if parametrization == "standard":
         mult = 1.0
+      elif optimizer == "sgd":
+        mult = core.fan_out / core.fan_in * base.d_in / base.d_out / len(cores)
       else:
-        mult = base_layers[path].d_in / core.fan_in / len(cores)
+        mult = base.d_in / core.fan_in / len(cores)
       mults[path + (core.name,)] = mult
+  for branch in residual_branches(model):
+    for path in mults:
+      if path[:len(branch)] == branch:
+        mults[path] *= depth_factor
   return mults
 
 
+def eps_scales(model: nnx.Module, base_model: nnx.Module) -> dict[tuple, float]:
+  """Adam eps of every parameter relative to the configured eps: fan_out_base / fan_out of a core
+  (the same-named core of the base model's layer; the layer's d_out_base / d_out if the family
+  names its cores differently at base width), numel_base / numel for other parameters."""
+  base_layers, base_params = structured_layers(base_model), params(base_model)
+  scales = {path: 1.0 / _numel_ratio(path, p, base_params) for path, p in params(model).items()}
+  for path, layer in structured_layers(model).items():
+    base = base_layers[path]
+    base_fan_out = {core.name: core.fan_out for core in base.cores()}
+    for core in layer.cores():
+      scales[path + (core.name,)] = (base_fan_out[core.name] / core.fan_out if core.name in base_fan_out
+                                     else base.d_out / layer.d_out)
+  return scales
+
+
 def describe(model: nnx.Module, mults: dict[tuple, float]) -> str:
-  """A table of every core: path, shape, fan-in, fan-out, init std and lr multiplier."""
+  """A table of every core (path, shape, fan-in, fan-out, init std, final lr multiplier), then
+  every other parameter whose multiplier is not 1."""
   rows = [f"{'core':44s} {'shape':>18s} {'fan_in':>7s} {'fan_out':>7s} {'std':>9s} {'lr_mult':>9s}"]
+  listed = set()
   for path, layer in structured_layers(model).items():
     for core in layer.cores():
       w = getattr(layer, core.name)[...]
-      name = "/".join(map(str, path + (core.name,)))
-      rows.append(f"{name:44s} {str(tuple(w.shape)):>18s} {core.fan_in:7d} {core.fan_out:7d} "
-                  f"{float(jax.numpy.std(w)):9.3g} {mults.get(path + (core.name,), 1.0):9.3g}")
+      key = path + (core.name,)
+      listed.add(key)
+      rows.append(f"{'/'.join(map(str, key)):44s} {str(tuple(w.shape)):>18s} {core.fan_in:7d} "
+                  f"{core.fan_out:7d} {float(jax.numpy.std(w)):9.3g} {mults.get(key, 1.0):9.3g}")
+  for key, p in params(model).items():
+    if key not in listed and mults.get(key, 1.0) != 1.0:
+      rows.append(f"{'/'.join(map(str, key)):44s} {str(tuple(p.shape)):>18s} {'':7s} {'':7s} "
+                  f"{'':9s} {mults[key]:9.3g}")
   return "\n".join(rows)
