@@ -37,7 +37,7 @@ def run(steps: int, batch_size: int, log_every: int, eval_every: int,
 
 def optim(lr: float = 3e-3, **overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
-      name="adamw", lr=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
+      name="adamw", lr=lr, b1=0.9, b2=0.999, eps=1e-8, eps_mup=False, weight_decay=0.0, grad_clip=1.0,
       schedule="cosine", warmup_steps=100, final_lr_frac=0.0, decay_frac=0.2))
   cfg.update(overrides)
   return cfg

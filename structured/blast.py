@@ -14,6 +14,8 @@ s_ji = 0 off the diagonal). There is no closed-form projection: ``project`` runs
 preconditioned alternating gradient descent, from an algebraic start exact for members.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,7 +28,8 @@ class Blast(StructuredLinear):
   kind = "blast"
 
   def __init__(self, d_in: int, d_out: int, *, blocks: int = 2, blocks_out: int | None = None,
-               rank: int = 4, use_bias: bool = False, role: str = "hidden", rngs: nnx.Rngs):
+               rank: int | None = None, rank_frac: float | None = None, use_bias: bool = False,
+               role: str = "hidden", rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
     sides = [("blocks", blocks, "d_in", d_in),
              ("blocks" if blocks_out is None else "blocks_out",
@@ -38,9 +41,17 @@ class Blast(StructuredLinear):
         raise StructureError(f"{self.kind} {name}={b} must divide {side}={d}; nearest valid "
                              f"{side}: {nearest_valid(d, lambda w: w % b == 0)}")
     limit = min(d_in, d_out)
+    self.b_in, self.b_out = sides[0][1], sides[1][1]
+    if rank is not None and rank_frac is not None:
+      raise StructureError(f"{self.kind} takes rank (int) or rank_frac (in (0, 1]), not both")
+    if rank_frac is not None:
+      if not 0 < rank_frac <= 1:
+        raise StructureError(f"{self.kind} rank_frac={rank_frac} must be in (0, 1]")
+      rank = math.ceil(rank_frac * min(d_in // self.b_in, d_out // self.b_out))   # grows with width
+    rank = 4 if rank is None else rank
     if not (isinstance(rank, int) and 1 <= rank <= limit):
       raise StructureError(f"{self.kind} rank={rank} must be in [1, min(d_in, d_out)={limit}]")
-    self.b_in, self.b_out, self.rank = sides[0][1], sides[1][1], rank
+    self.rank = rank
     self.p, self.q = d_in // self.b_in, d_out // self.b_out
     shapes = {"v": (self.b_in, self.p, rank), "s": (self.b_in, self.b_out, rank),
               "u": (self.b_out, rank, self.q)}

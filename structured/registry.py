@@ -16,6 +16,8 @@ def _discover() -> dict[str, type[StructuredLinear]]:
   A new family is one new file: no list to keep in sync.
   """
   for module in pkgutil.iter_modules(structured.__path__):
+    if module.name.startswith("_"):   # __main__ is the benchmark CLI, not a family
+      continue
     importlib.import_module(f"structured.{module.name}")
   found, todo = {}, list(StructuredLinear.__subclasses__())
   while todo:
