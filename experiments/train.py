@@ -33,7 +33,8 @@ def build(config: ml_collections.ConfigDict):
 
 def evaluate(model, task, mesh) -> dict[str, float]:
   """Eval metrics averaged over the task's eval batches, keyed ``eval_<metric>``."""
-  results = [steps.eval_step(model, sharding.shard_batch(batch, mesh), task.loss)
+  eval_model = nnx.view(model, deterministic=True)   # dropout off; shares the arrays
+  results = [steps.eval_step(eval_model, sharding.shard_batch(batch, mesh), task.loss)
              for batch in task.eval_batches()]
   return {f"eval_{k}": float(np.mean([r[k] for r in results])) for k in results[0]}
 
