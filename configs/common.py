@@ -48,6 +48,26 @@ def model_structure(arg: ml_collections.ConfigDict, arg_keys) -> ml_collections.
   return ml_collections.ConfigDict({k: v for k, v in arg.items() if k not in arg_keys})
 
 
+def model(name: str, arg: ml_collections.ConfigDict, arg_keys, **fields) -> ml_collections.ConfigDict:
+  """A model config: ``name``, the family ``arg.kind`` and its structure hyperparameters, the
+  options every model reads (dropout, compute dtype, per-layer-type structure ``overrides``,
+  depth-muP ``base_depth``; 0 = off) and the model's own ``fields``."""
+  cfg = dict(name=name, kind=arg.kind, dropout=0.0, dtype="float32", overrides={}, base_depth=0,
+             structure=model_structure(arg, arg_keys))
+  cfg.update(fields)
+  return ml_collections.ConfigDict(cfg)
+
+
+def image_data(name: str, **overrides) -> ml_collections.ConfigDict:
+  """An image task (see experiments/images.py): the dataset, image size, augmentations (pad-and-
+  crop, flip, mixup, label smoothing) and evaluation batching."""
+  cfg = ml_collections.ConfigDict(dict(
+      name=name, dir="", image_size=32, crop=0, flip=True, mixup_alpha=0.0, label_smoothing=0.0,
+      eval_batch=1000, eval_examples=0, read_threads=1, seed_offset=0))
+  cfg.update(overrides)
+  return cfg
+
+
 def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
   """Device mesh sizes; -1 takes all remaining devices (see experiments/sharding.py)."""
   return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))

@@ -20,10 +20,9 @@ def get_config(arg=None):
   config.data = ml_collections.ConfigDict(dict(
       name="bytes", dir="", pattern="**/*.py", seq_len=128, max_bytes=8_000_000, eval_batches=8,
       seed_offset=0))
-  config.model = ml_collections.ConfigDict(dict(
-      name="gpt2", kind=arg.kind, width=arg.width, depth=arg.depth, heads=arg.heads, expansion=4,
-      layers=arg.layers, use_bias=False, qk_norm=True, tie_embeddings=False, base_width=128,
-      structure=common.model_structure(arg, ARG_KEYS)))
+  config.model = common.model(
+      "gpt2", arg, ARG_KEYS, width=arg.width, depth=arg.depth, heads=arg.heads, expansion=4,
+      layers=arg.layers, use_bias=False, qk_norm=True, tie_embeddings=False, base_width=128)
   config.optim = common.optim(lr=3e-3, warmup_steps=100)
   config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
   config.mesh = common.mesh()

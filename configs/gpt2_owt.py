@@ -25,11 +25,10 @@ def get_config(arg=None):
                       checkpoint_every=1000)
   config.data = ml_collections.ConfigDict(dict(
       name="tokens", dir="data/owt", vocab=50304, seq_len=512, eval_batches=20, seed_offset=0))
-  config.model = ml_collections.ConfigDict(dict(
-      name="gpt2", kind=arg.kind, width=arg.width, depth=arg.depth,
-      heads=arg.heads or arg.width // 64, expansion=4, layers=arg.layers, use_bias=False,
-      qk_norm=True, tie_embeddings=False, base_width=768, dropout=0.0, dtype="bfloat16",
-      overrides={}, base_depth=0, structure=common.model_structure(arg, ARG_KEYS)))
+  config.model = common.model(
+      "gpt2", arg, ARG_KEYS, width=arg.width, depth=arg.depth, heads=arg.heads or arg.width // 64,
+      expansion=4, layers=arg.layers, use_bias=False, qk_norm=True, tie_embeddings=False,
+      base_width=768, dtype="bfloat16")
   config.optim = common.optim(lr=2e-3, b2=0.95, weight_decay=0.0, grad_clip=1.0,
                               warmup_steps=2000, final_lr_frac=0.1)
   config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))

@@ -25,12 +25,9 @@ def get_config(arg=None):
   steps = arg.epochs * TRAIN_EXAMPLES // batch
   config = common.run(steps=steps, batch_size=batch, log_every=100, eval_every=2000,
                       checkpoint_every=2000)
-  config.data = ml_collections.ConfigDict(dict(
-      name=arg.dataset, dir="", image_size=32, crop=4, flip=True, mixup_alpha=0.8,
-      label_smoothing=0.3, eval_batch=1000, eval_examples=0, read_threads=1, seed_offset=0))
-  config.model = ml_collections.ConfigDict(dict(
-      name="mlp", kind=arg.kind, width=arg.width, depth=arg.depth, expansion=4, layers=arg.layers,
-      use_bias=True, base_width=64, structure=common.model_structure(arg, ARG_KEYS)))
+  config.data = common.image_data(arg.dataset, crop=4, mixup_alpha=0.8, label_smoothing=0.3)
+  config.model = common.model("mlp", arg, ARG_KEYS, width=arg.width, depth=arg.depth, expansion=4,
+                              layers=arg.layers, use_bias=True, base_width=64)
   config.optim = common.optim(lr=3e-3, name="adam", warmup_steps=0, grad_clip=0.0)
   config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
   config.mesh = common.mesh()

@@ -17,12 +17,9 @@ def get_config(arg=None):
                          runlocal=False)
   config = common.run(steps=3000, batch_size=128, log_every=100, eval_every=1000,
                       checkpoint_every=1000)
-  config.data = ml_collections.ConfigDict(dict(
-      name="fashion_mnist", dir="", image_size=0, crop=0, flip=True, mixup_alpha=0.0,
-      label_smoothing=0.0, eval_batch=2000, eval_examples=0, read_threads=1, seed_offset=0))
-  config.model = ml_collections.ConfigDict(dict(
-      name="mlp", kind=arg.kind, width=arg.width, depth=arg.depth, expansion=4, layers=arg.layers,
-      use_bias=True, base_width=64, structure=common.model_structure(arg, ARG_KEYS)))
+  config.data = common.image_data("fashion_mnist", image_size=0, eval_batch=2000)
+  config.model = common.model("mlp", arg, ARG_KEYS, width=arg.width, depth=arg.depth, expansion=4,
+                              layers=arg.layers, use_bias=True, base_width=64)
   config.optim = common.optim(lr=1e-3, warmup_steps=100, weight_decay=1e-4)
   config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
   config.mesh = common.mesh()

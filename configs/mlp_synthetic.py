@@ -20,10 +20,8 @@ def get_config(arg=None):
                       checkpoint_every=500)
   config.data = ml_collections.ConfigDict(dict(
       name="teacher", d_in=16, d_out=4, width=256, depth=4, seed_offset=1000, eval_examples=4096))
-  config.model = ml_collections.ConfigDict(dict(
-      name="mlp", kind=arg.kind, width=arg.width, depth=arg.depth, expansion=4,
-      layers=arg.layers, use_bias=True, base_width=64,
-      structure=common.model_structure(arg, ARG_KEYS)))
+  config.model = common.model("mlp", arg, ARG_KEYS, width=arg.width, depth=arg.depth, expansion=4,
+                              layers=arg.layers, use_bias=True, base_width=64)
   config.optim = common.optim(lr=3e-3, warmup_steps=50)
   config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
   config.mesh = common.mesh()

@@ -23,14 +23,10 @@ def get_config(arg=None):
   batch = 256
   config = common.run(steps=arg.epochs * TRAIN_EXAMPLES // batch, batch_size=batch,
                       log_every=100, eval_every=2000, checkpoint_every=2000)
-  config.data = ml_collections.ConfigDict(dict(
-      name=arg.dataset, dir="", image_size=32, crop=4, flip=True, mixup_alpha=0.8,
-      label_smoothing=0.3, eval_batch=1000, eval_examples=0, read_threads=1, seed_offset=0))
-  config.model = ml_collections.ConfigDict(dict(
-      name="vit", kind=arg.kind, width=arg.width, depth=arg.depth, heads=arg.heads,
-      patch=arg.patch, pool="cls", expansion=4, layers=arg.layers, use_bias=True, qk_norm=True,
-      base_width=64, base_depth=0, dropout=0.0, dtype="float32", overrides={},
-      structure=common.model_structure(arg, ARG_KEYS)))
+  config.data = common.image_data(arg.dataset, crop=4, mixup_alpha=0.8, label_smoothing=0.3)
+  config.model = common.model(
+      "vit", arg, ARG_KEYS, width=arg.width, depth=arg.depth, heads=arg.heads, patch=arg.patch,
+      pool="cls", expansion=4, layers=arg.layers, use_bias=True, qk_norm=True, base_width=64)
   config.optim = common.optim(lr=1e-3, name="adam", warmup_steps=0, grad_clip=0.0)
   config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
   config.mesh = common.mesh()

@@ -26,14 +26,12 @@ def get_config(arg=None):
   steps_per_epoch = TRAIN_EXAMPLES // batch
   config = common.run(steps=arg.epochs * steps_per_epoch, batch_size=batch, log_every=100,
                       eval_every=steps_per_epoch * 5, checkpoint_every=1000)
-  config.data = ml_collections.ConfigDict(dict(
-      name="imagenet2012", dir="", image_size=224, crop=0, flip=True, mixup_alpha=0.2,
-      label_smoothing=0.1, eval_batch=1000, eval_examples=0, read_threads=32, seed_offset=0))
-  config.model = ml_collections.ConfigDict(dict(
-      name="vit", kind=arg.kind, width=arg.width, depth=arg.depth, heads=arg.heads,
-      patch=arg.patch, pool="cls", expansion=4, layers=arg.layers, use_bias=True, qk_norm=True,
-      base_width=256, base_depth=12, dropout=0.0, dtype="bfloat16", overrides={},
-      structure=common.model_structure(arg, ARG_KEYS)))
+  config.data = common.image_data("imagenet2012", image_size=224, mixup_alpha=0.2,
+                                   label_smoothing=0.1, read_threads=32)
+  config.model = common.model(
+      "vit", arg, ARG_KEYS, width=arg.width, depth=arg.depth, heads=arg.heads, patch=arg.patch,
+      pool="cls", expansion=4, layers=arg.layers, use_bias=True, qk_norm=True, base_width=256,
+      base_depth=12, dtype="bfloat16")
   config.optim = common.optim(lr=2e-3, b2=0.95, weight_decay=0.05, grad_clip=1.0,
                               warmup_steps=5 * steps_per_epoch)
   config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))

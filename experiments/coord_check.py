@@ -52,15 +52,20 @@ def run(config, kinds: list[str], widths: list[int], steps: int = 3) -> pd.DataF
       with cfg.unlocked():
         cfg.model.kind, cfg.model.width = kind, width
         cfg.model.structure = hparams
-      task, model, optimizer, _, mesh = train.build(cfg)
-      batch = sharding.shard_batch(task.train_batch(0), mesh)
-      before = _outputs(model, batch["x"])
-      for _ in range(steps):
-        step.train_step(model, optimizer, batch, task.loss)
-      after = _outputs(model, batch["x"])
+      before, after = _before_and_after(cfg, _outputs, steps)
       for layer, h in before.items():
         rows.append(dict(kind=spec, width=width, layer=layer, h=_rms(h), dh=_rms(after[layer] - h)))
   return pd.DataFrame(rows)
+
+
+def _before_and_after(cfg, measure, steps: int):
+  """``measure(model, x)`` on the first training batch at init and after ``steps`` steps on it."""
+  task, model, optimizer, _, mesh = train.build(cfg)
+  batch = sharding.shard_batch(task.train_batch(0), mesh)
+  before = measure(model, batch["x"])
+  for _ in range(steps):
+    step.train_step(model, optimizer, batch, task.loss)
+  return before, measure(model, batch["x"])
 
 
 def _rms(a) -> float:
@@ -83,12 +88,7 @@ def run_depth(config, depths: list[int], steps: int = 3) -> pd.DataFrame:
     cfg = config.copy_and_resolve_references()
     with cfg.unlocked():
       cfg.model.depth = depth
-    task, model, optimizer, _, mesh = train.build(cfg)
-    batch = sharding.shard_batch(task.train_batch(0), mesh)
-    before = residual_stream(model, batch["x"])
-    for _ in range(steps):
-      step.train_step(model, optimizer, batch, task.loss)
-    after = residual_stream(model, batch["x"])
+    before, after = _before_and_after(cfg, residual_stream, steps)
     rows.append(dict(kind=cfg.model.kind, depth=depth, layer="residual", h=_rms(before),
                      dh=_rms(after - before)))
   return pd.DataFrame(rows)

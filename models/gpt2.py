@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import Attention, FeedForward, LinearFactory, branch_dropout, dropout_rngs
+from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, run_blocks,
+                           transformer_blocks)
 
 LAYER_TYPES = ("attn", "ffn", "head")
 
@@ -25,12 +26,9 @@ class GPT2(nnx.Module):
     init = nnx.initializers.normal(1.0)
     self.wte = nnx.Embed(vocab, width, embedding_init=init, rngs=rngs)
     self.wpe = nnx.Embed(seq_len, width, embedding_init=init, rngs=rngs)
-    drop_rngs = dropout_rngs(rngs) if dropout else None
-    block = dict(rngs=rngs, branch_scale=branch_scale, dropout=dropout, dropout_rngs=drop_rngs,
-                 dtype=dtype)
-    self.attn = nnx.List([Attention(width, heads, linear, qk_norm=qk_norm, logit_scale=logit_scale,
-                                    is_causal=True, **block) for _ in range(depth)])
-    self.ffn = nnx.List([FeedForward(width, expansion, linear, **block) for _ in range(depth)])
+    self.attn, self.ffn, drop_rngs = transformer_blocks(
+        width, depth, heads, expansion, linear, is_causal=True, qk_norm=qk_norm,
+        logit_scale=logit_scale, rngs=rngs, branch_scale=branch_scale, dropout=dropout, dtype=dtype)
     self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.head = None if tie_embeddings else linear("head", "readout", width, vocab)
     self.drop = branch_dropout(dropout, drop_rngs)
@@ -38,9 +36,7 @@ class GPT2(nnx.Module):
   def __call__(self, tokens_BxL):
     h = self.wte(tokens_BxL) + self.wpe(jnp.arange(tokens_BxL.shape[1]))[None]
     h = self.drop(h.astype(self.dtype))
-    for attn, ffn in zip(self.attn, self.ffn):
-      h = ffn(attn(h))
-    h = self.norm(h)
+    h = self.norm(run_blocks(self.attn, self.ffn, h))
     if self.head is None:
       return jnp.einsum("bld,vd->blv", h, self.wte.embedding[...].astype(h.dtype),
                         preferred_element_type=jnp.float32)
@@ -51,8 +47,7 @@ class GPT2(nnx.Module):
     (Chinchilla-style; embedding lookups, norms and softmax are left out)."""
     vocab, width = self.wte.embedding.shape
     head = 2 * width * vocab if self.head is None else self.head.flops_per_token()
-    per_token = head + sum(a.flops_per_token(self.seq_len) + f.flops_per_token()
-                           for a, f in zip(self.attn, self.ffn))
+    per_token = head + blocks_flops_per_token(self.attn, self.ffn, self.seq_len)
     return self.seq_len * per_token
 
   def param_counts(self) -> dict[str, int]:

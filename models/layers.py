@@ -86,3 +86,28 @@ class Attention(nnx.Module):
     that XLA's attention computes (a causal mask does not skip work)."""
     proj = sum(p.flops_per_token() for p in (self.q, self.k, self.v, self.o))
     return proj + 2 * 2 * seq_len * self.q.d_out
+
+
+def transformer_blocks(width: int, depth: int, heads: int, expansion: int, linear: LinearFactory,
+                       *, is_causal: bool, qk_norm: bool, logit_scale: float, rngs: nnx.Rngs,
+                       branch_scale: float, dropout: float, dtype):
+  """``depth`` pre-LN (Attention, FeedForward) pairs as two nnx.Lists (GPT-2 and ViT), and the
+  dropout stream they draw from (None without dropout) for the model's embedding dropout."""
+  drop_rngs = dropout_rngs(rngs) if dropout else None
+  block = dict(rngs=rngs, branch_scale=branch_scale, dropout=dropout, dropout_rngs=drop_rngs,
+               dtype=dtype)
+  attn = nnx.List([Attention(width, heads, linear, qk_norm=qk_norm, logit_scale=logit_scale,
+                             is_causal=is_causal, **block) for _ in range(depth)])
+  ffn = nnx.List([FeedForward(width, expansion, linear, **block) for _ in range(depth)])
+  return attn, ffn, drop_rngs
+
+
+def run_blocks(attn: nnx.List, ffn: nnx.List, h):
+  for a, f in zip(attn, ffn):
+    h = f(a(h))
+  return h
+
+
+def blocks_flops_per_token(attn: nnx.List, ffn: nnx.List, seq_len: int) -> int:
+  """Forward FLOPs per token of all blocks (attention scores over ``seq_len`` included)."""
+  return sum(a.flops_per_token(seq_len) + f.flops_per_token() for a, f in zip(attn, ffn))

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import Attention, FeedForward, LinearFactory, branch_dropout, dropout_rngs
+from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, run_blocks,
+                           transformer_blocks)
 from structured import StructureError
 
 LAYER_TYPES = ("patch", "attn", "ffn", "head")
@@ -38,12 +39,9 @@ class ViT(nnx.Module):
     self.embed = linear("patch", "input", patch * patch * channels, width)
     self.pos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (self.seq_len, width)))
     self.cls = nnx.Param(jnp.zeros((1, width))) if pool == "cls" else None
-    drop_rngs = dropout_rngs(rngs) if dropout else None
-    block = dict(rngs=rngs, branch_scale=branch_scale, dropout=dropout, dropout_rngs=drop_rngs,
-                 dtype=dtype)
-    self.attn = nnx.List([Attention(width, heads, linear, qk_norm=qk_norm, logit_scale=logit_scale,
-                                    is_causal=False, **block) for _ in range(depth)])
-    self.ffn = nnx.List([FeedForward(width, expansion, linear, **block) for _ in range(depth)])
+    self.attn, self.ffn, drop_rngs = transformer_blocks(
+        width, depth, heads, expansion, linear, is_causal=False, qk_norm=qk_norm,
+        logit_scale=logit_scale, rngs=rngs, branch_scale=branch_scale, dropout=dropout, dtype=dtype)
     self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.head = linear("head", "readout", width, classes)
     self.drop = branch_dropout(dropout, drop_rngs)
@@ -62,9 +60,7 @@ class ViT(nnx.Module):
       cls_Bx1xD = jnp.broadcast_to(self.cls[...].astype(self.dtype), (b, 1, d))
       h_BxNxD = jnp.concatenate([cls_Bx1xD, h_BxNxD], axis=1)
     h = self.drop(h_BxNxD + self.pos[...].astype(self.dtype))
-    for attn, ffn in zip(self.attn, self.ffn):
-      h = ffn(attn(h))
-    h = self.norm(h)
+    h = self.norm(run_blocks(self.attn, self.ffn, h))
     pooled_BxD = h[:, 0] if self.pool == "cls" else jnp.mean(h, axis=1)
     return self.head(pooled_BxD).astype(jnp.float32)
 
@@ -72,8 +68,7 @@ class ViT(nnx.Module):
     """Forward FLOPs of one image: the patch embedding on every patch, attention (projections,
     scores, weighted sum) and FFN on every token, the head once (norms, softmax, pooling and
     GELU are left out, as for GPT-2)."""
-    blocks = sum(a.flops_per_token(self.seq_len) + f.flops_per_token()
-                 for a, f in zip(self.attn, self.ffn))
+    blocks = blocks_flops_per_token(self.attn, self.ffn, self.seq_len)
     return (self.num_patches * self.embed.flops_per_token() + self.seq_len * blocks
             + self.head.flops_per_token())
 
