@@ -1,7 +1,7 @@
 """python -m experiments.main --config configs/gpt2_bytes.py:kind=btt,rank=1 --workdir /tmp/gpt2_bytes
 
 A ~1M-parameter byte-level GPT-2 on the Python standard library's sources (real text on any
-machine), sized for a few minutes on CPU. Arg keys: kind, width, depth, heads, layers,
+machine), sized for 5 minutes on 2 CPU cores (900 steps of 32 x 128 bytes). Arg keys: kind, width, depth, heads, layers,
 param, runlocal; any other key is a structure hyperparameter.
 """
 
@@ -15,8 +15,8 @@ ARG_KEYS = ("kind", "width", "depth", "heads", "layers", "param", "runlocal")
 def get_config(arg=None):
   arg = common.parse_arg(arg, kind="dense", width=128, depth=4, heads=4, layers="all_but_last",
                          param="mup", runlocal=False)
-  config = common.run(steps=1500, batch_size=32, log_every=50, eval_every=250,
-                      checkpoint_every=500)
+  config = common.run(steps=900, batch_size=32, log_every=50, eval_every=150,
+                      checkpoint_every=300)
   config.data = ml_collections.ConfigDict(dict(
       name="bytes", dir="", pattern="**/*.py", seq_len=128, max_bytes=8_000_000, eval_batches=8,
       seed_offset=0))

@@ -12,6 +12,10 @@ on ``fashion_mnist`` (Debian IDX files, offline) or the tfds datasets ``cifar10`
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+from typing import Callable, Iterator
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -73,6 +77,26 @@ def host_rows(batch: dict) -> dict:
   return {k: v[rows] for k, v in batch.items()}
 
 
+def prefetch(make_batch: Callable[[int], dict], steps: range, depth: int = 2
+             ) -> Iterator[tuple[int, dict]]:
+  """(step, make_batch(step)) for each step, the next ``depth`` batches built by a background
+  thread while the device runs the current step (reading, augmenting and transferring overlap
+  with compute). Close the generator to stop early; unstarted batches are dropped."""
+  steps = iter(steps)
+  with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
+    queue = collections.deque()
+    try:
+      while True:
+        while len(queue) <= depth and (step := next(steps, None)) is not None:
+          queue.append((step, pool.submit(make_batch, step)))
+        if not queue:
+          return
+        step, batch = queue.popleft()
+        yield step, batch.result()
+    finally:
+      pool.shutdown(cancel_futures=True)
+
+
 def _teacher(weights, x_BxI):
   h = x_BxI
   for w in weights[:-1]:
@@ -92,9 +116,10 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, seed: int):
                      max_bytes=cfg.max_bytes, eval_batches=cfg.eval_batches)
   if cfg.name == "tokens":
     from experiments import tokens
-    train, val = tokens.load_bins(cfg.dir, cfg.vocab)
+    train, val, bytes_per_token = tokens.load_bins(cfg.dir, cfg.vocab)
     return tokens.TokenWindows(train, val, cfg.vocab, cfg.seq_len, seed=seed,
-                               batch_size=batch_size, eval_batches=cfg.eval_batches)
+                               batch_size=batch_size, eval_batches=cfg.eval_batches,
+                               bytes_per_token=bytes_per_token)
   if cfg.name in TASKS[3:]:
     return _images(cfg, batch_size, seed)
   raise DataError(f"data.name='{cfg.name}' is unknown; valid: {list(TASKS)}")

@@ -39,8 +39,8 @@ def eval_step(model, batch, loss_name: str) -> dict:
   """Metrics of one eval batch (averaged over batches by the caller)."""
   pred = model(batch["x"])
   loss = LOSSES[loss_name](pred, batch["y"])
-  if loss_name == "lm":   # byte-level: nats per byte -> bits per byte
-    return {"loss": loss, "bits_per_byte": loss / jnp.log(2.0)}
+  if loss_name == "lm":   # nats per token -> bits per token
+    return {"loss": loss, "bits_per_token": loss / jnp.log(2.0)}
   if loss_name == "xent":
     labels = batch["y"] if batch["y"].ndim < pred.ndim else jnp.argmax(batch["y"], -1)
     return {"loss": loss, "accuracy": jnp.mean(jnp.argmax(pred, -1) == labels)}

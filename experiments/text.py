@@ -53,4 +53,4 @@ def byte_text(root: str, pattern: str, seq_len: int, *, seed: int, batch_size: i
   """The byte-level task: windows of the corpus under ``root`` (default: the stdlib)."""
   train, val = read_corpus(root or STDLIB, pattern, max_bytes)
   return TokenWindows(train, val, 256, seq_len, seed=seed, batch_size=batch_size,
-                      eval_batches=eval_batches)
+                      eval_batches=eval_batches, bytes_per_token=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import jax
@@ -32,11 +33,15 @@ def build(config: ml_collections.ConfigDict):
 
 
 def evaluate(model, task, mesh) -> dict[str, float]:
-  """Eval metrics averaged over the task's eval batches, keyed ``eval_<metric>``."""
+  """Eval metrics averaged over the task's eval batches, keyed ``eval_<metric>``; language
+  tasks that know their text's bytes per token also get ``eval_bits_per_byte``."""
   eval_model = nnx.view(model, deterministic=True)   # dropout off; shares the arrays
   results = [steps.eval_step(eval_model, sharding.shard_batch(batch, mesh), task.loss)
              for batch in task.eval_batches()]
-  return {f"eval_{k}": float(np.mean([r[k] for r in results])) for k in results[0]}
+  metrics = {f"eval_{k}": float(np.mean([r[k] for r in results])) for k in results[0]}
+  if getattr(task, "bytes_per_token", None):
+    metrics["eval_bits_per_byte"] = metrics["eval_bits_per_token"] / task.bytes_per_token
+  return metrics
 
 
 class NonFiniteError(FloatingPointError):
@@ -44,7 +49,7 @@ class NonFiniteError(FloatingPointError):
 
 
 def _first_bad(finite_tree) -> str | None:
-  for path, ok in jax.tree_util.tree_flatten_with_path(finite_tree)[0]:
+  for path, ok in jax.tree_util.tree_flatten_with_path(jax.device_get(finite_tree))[0]:
     if not bool(ok):
       return "/".join(map(str, optim.path_key(path)))
   return None
@@ -70,18 +75,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = meta["step"] if meta else 0
   if start:
     print(f"resuming from the checkpoint at step {start}", flush=True)
-  params = sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  params = model.param_counts()
   flops_per_example = 3 * model.flops_per_example()   # forward + backward = 3 x forward
   writer = writers.MetricWriter(workdir, config, config.steps, start_step=start)
   lr = optim.schedule(config.optim, config.steps)
+
+  def train_batch(step):
+    batch = task.train_batch(step)
+    return sharding.shard_batch(_poison(batch) if step == config.debug.nan_at_step else batch, mesh)
+
+  batches = data.prefetch(train_batch, range(start + 1, config.steps + 1))
   record = {}
   t0 = time.time()
-  with preemption.SigtermFlag() as preempted:
-    for step in range(start + 1, config.steps + 1):
-      batch = task.train_batch(step)
-      if step == config.debug.nan_at_step:
-        batch = _poison(batch)
-      batch = sharding.shard_batch(batch, mesh)
+  with preemption.SigtermFlag() as preempted, contextlib.closing(batches):
+    for step, batch in batches:
       loss, finite = steps.train_step(model, optimizer, batch, task.loss)
       bad_grad = _first_bad(finite)
       if bad_grad or not np.isfinite(float(loss)):
@@ -94,7 +101,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step % config.log_every == 0 or step % config.eval_every == 0 or last:
         record = {"step": step, "examples": examples, "tokens": examples * task.tokens_per_example,
                   "flops": examples * flops_per_example,
-                  "train_loss": float(loss), "params": params, "lr": float(lr(step)),
+                  "train_loss": float(loss), "params": params["total"],
+                  "non_embedding_params": params["non_embedding"], "lr": float(lr(step)),
                   "time": time.time() - t0}
         if step % config.eval_every == 0 or last:
           record.update(evaluate(model, task, mesh))

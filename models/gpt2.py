@@ -7,12 +7,11 @@ come back float32) and a depth-muP ``branch_scale``. Attention logits are scaled
 linear factory, so attention, FFN and head can each be structured.
 """
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, run_blocks,
-                           transformer_blocks)
+from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, split_params,
+                           run_blocks, transformer_blocks)
 
 LAYER_TYPES = ("attn", "ffn", "head")
 
@@ -42,15 +41,17 @@ class GPT2(nnx.Module):
                         preferred_element_type=jnp.float32)
     return self.head(h).astype(jnp.float32)
 
-  def flops_per_example(self) -> int:
-    """Forward FLOPs of one sequence: every matmul incl. attention scores and the head
-    (Chinchilla-style; embedding lookups, norms and softmax are left out)."""
+  def flops_per_example(self, count_lookup: bool = True) -> int:
+    """Forward FLOPs of one sequence as Chinchilla counts them (Hoffmann et al. 2022, App. F):
+    the token embedding as a one-hot matmul (2 V D a token; ``count_lookup=False`` leaves it
+    out, giving what XLA executes, a lookup), every block incl. attention scores and softmax,
+    and the head; norms, GELU and the position embedding are left out."""
     vocab, width = self.wte.embedding.shape
     head = 2 * width * vocab if self.head is None else self.head.flops_per_token()
-    per_token = head + blocks_flops_per_token(self.attn, self.ffn, self.seq_len)
+    embedding = 2 * vocab * width if count_lookup else 0
+    per_token = embedding + head + blocks_flops_per_token(self.attn, self.ffn, self.seq_len)
     return self.seq_len * per_token
 
   def param_counts(self) -> dict[str, int]:
-    total = sum(int(p.size) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
-    embedding = int(self.wte.embedding.size + self.wpe.embedding.size)
-    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+    """Total, embedding (token and position tables) and non-embedding parameters."""
+    return split_params(self, int(self.wte.embedding.size + self.wpe.embedding.size))

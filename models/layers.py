@@ -17,6 +17,26 @@ from structured import StructuredLinear
 LinearFactory = Callable[..., StructuredLinear]
 
 
+def _param_size(module: nnx.Module) -> int:
+  return sum(int(p.size) for p in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def count_params(model: nnx.Module) -> int:
+  """Learnable parameters: each structured layer's ``num_params`` (masked zeros of sparse
+  families excluded) plus the size of every other Param (embeddings, norms)."""
+  total = _param_size(model)
+  for _, module in nnx.iter_modules(model):
+    if isinstance(module, StructuredLinear):   # structured layers hold no structured sublayers
+      total += module.num_params() - _param_size(module)
+  return total
+
+
+def split_params(model: nnx.Module, embedding: int) -> dict[str, int]:
+  """``count_params`` split into the model's ``embedding`` parameters and the rest."""
+  total = count_params(model)
+  return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+
+
 def dropout_rngs(rngs: nnx.Rngs) -> nnx.Rngs:
   """A 'dropout' stream folded off the params key without advancing the params stream, so a
   seed initialises the same weights whatever the dropout rate."""
@@ -82,10 +102,11 @@ class Attention(nnx.Module):
     return h_BxLxD + self.branch_scale * self.drop(self.o(out_BxLxHxK.reshape(b, l, d)))
 
   def flops_per_token(self, seq_len: int) -> int:
-    """Projections plus scores (q k^T) and the weighted sum (A v), over the full L x L square
-    that XLA's attention computes (a causal mask does not skip work)."""
+    """Projections, scores (q k^T), softmax (3 FLOPs a score, as Chinchilla counts) and the
+    weighted sum (A v), over the full L x L square that XLA's attention computes (a causal
+    mask does not skip work)."""
     proj = sum(p.flops_per_token() for p in (self.q, self.k, self.v, self.o))
-    return proj + 2 * 2 * seq_len * self.q.d_out
+    return proj + 2 * 2 * seq_len * self.q.d_out + 3 * self.heads * seq_len
 
 
 def transformer_blocks(width: int, depth: int, heads: int, expansion: int, linear: LinearFactory,

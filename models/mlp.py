@@ -9,7 +9,7 @@ d_in, d_out)`` so the config decides which ones are structured. Blocks take the 
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import FeedForward, LinearFactory, dropout_rngs
+from models.layers import FeedForward, LinearFactory, dropout_rngs, split_params
 
 LAYER_TYPES = ("input", "ffn", "readout")
 
@@ -37,3 +37,7 @@ class MLP(nnx.Module):
     """Forward FLOPs of the linear layers (norms and activations are O(width), left out)."""
     return (self.embed.flops_per_token() + self.readout.flops_per_token()
             + sum(block.flops_per_token() for block in self.blocks))
+
+  def param_counts(self) -> dict[str, int]:
+    """Total parameters, all non-embedding (the input projection is a linear layer)."""
+    return split_params(self, 0)

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, run_blocks,
-                           transformer_blocks)
+from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, split_params,
+                           run_blocks, transformer_blocks)
 from structured import StructureError
 
 LAYER_TYPES = ("patch", "attn", "ffn", "head")
@@ -66,7 +66,7 @@ class ViT(nnx.Module):
 
   def flops_per_example(self) -> int:
     """Forward FLOPs of one image: the patch embedding on every patch, attention (projections,
-    scores, weighted sum) and FFN on every token, the head once (norms, softmax, pooling and
+    scores, softmax, weighted sum) and FFN on every token, the head once (norms, pooling and
     GELU are left out, as for GPT-2)."""
     blocks = blocks_flops_per_token(self.attn, self.ffn, self.seq_len)
     return (self.num_patches * self.embed.flops_per_token() + self.seq_len * blocks
@@ -74,6 +74,4 @@ class ViT(nnx.Module):
 
   def param_counts(self) -> dict[str, int]:
     """Total, "embedding" (positions and class token) and non-embedding parameters."""
-    total = sum(int(p.size) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))
-    embedding = int(self.pos.size + (self.cls.size if self.cls is not None else 0))
-    return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
+    return split_params(self, int(self.pos.size + (self.cls.size if self.cls is not None else 0)))

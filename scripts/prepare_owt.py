@@ -2,7 +2,8 @@
 
 Tokenizes text with GPT-2 BPE (tiktoken) into the nanoGPT layout that the ``tokens`` task
 reads: ``train.bin`` / ``val.bin`` (uint16 token ids, every document followed by
-<|endoftext|>) and ``meta.json`` (tokenizer, vocab size, token counts). The text is every
+<|endoftext|>) and ``meta.json`` (tokenizer, vocab size, token and UTF-8 byte counts; the
+validation bytes per token turn bits per token into bits per byte). The text is every
 ``*.txt`` file under ``--text_dir`` (one document a file), or, without it, the Hugging Face
 ``openwebtext`` dataset (needs the ``datasets`` package and its cached copy or internet).
 Documents go to validation by a CRC32 of their name, so the split is the same on any machine.
@@ -46,18 +47,20 @@ def prepare(documents, out: str, encoding, val_fraction: float) -> dict:
   files = {s: open(os.path.join(out, f"{s}.bin"), "wb") for s in ("train", "val")}
   counts = {"train": 0, "val": 0}
   docs = {"train": 0, "val": 0}
+  text_bytes = {"train": 0, "val": 0}
   try:
     for name, text in documents:
       split = "val" if is_validation(name, val_fraction) else "train"
       ids = encoding.encode_ordinary(text) + [encoding.eot_token]
       files[split].write(np.asarray(ids, np.uint16).tobytes())
       counts[split] += len(ids)
+      text_bytes[split] += len(text.encode("utf-8"))
       docs[split] += 1
   finally:
     for f in files.values():
       f.close()
   meta = {"tokenizer": encoding.name, "vocab_size": encoding.n_vocab, "dtype": "uint16",
-          "tokens": counts, "documents": docs}
+          "tokens": counts, "bytes": text_bytes, "documents": docs}
   with open(os.path.join(out, "meta.json"), "w") as f:
     json.dump(meta, f, indent=1)
   return meta

@@ -42,6 +42,7 @@ def test_token_windows_are_shifted_file_slices(tmp_path):
   assert not np.array_equal(task.train_batch(4)["x"], x)
   val = task.eval_batches()
   assert len(val) == 2 and (val[0]["x"][:, 0] >= 7).all()             # from val.bin
+  assert task.bytes_per_token is None   # no meta.json: bits per token only
 
 
 def test_hosts_get_disjoint_rows_of_the_global_token_batch(tmp_path, monkeypatch):
@@ -92,7 +93,11 @@ def test_prepare_owt_writes_documents_and_eot_in_the_nanogpt_layout(tmp_path):
     ids = np.fromfile(tmp_path / "out" / f"{split}.bin", np.uint16)
     assert meta["tokens"][split] == len(ids) and meta["documents"][split] == len(names)
     assert enc.decode(ids.tolist()) == "".join(docs[n] + "<|endoftext|>" for n in names)
+    assert meta["bytes"][split] == sum(len(docs[n].encode()) for n in names)
   assert json.loads((tmp_path / "out" / "meta.json").read_text())["vocab_size"] == 257
+  task = _tokens(tmp_path / "out", vocab=257)   # bits per byte = bits per token / bytes per token
+  val_docs = [n for n in docs if prepare_owt.is_validation(n, 0.2)]   # byte tokens + one EOT each
+  assert task.bytes_per_token == meta["bytes"]["val"] / (meta["bytes"]["val"] + len(val_docs))
 
 
 def test_prepare_owt_with_gpt2_bpe(tmp_path):

@@ -1,13 +1,14 @@
 """End-to-end behaviour of the trainer on the synthetic task."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
 
-from configs import mlp_synthetic
+from configs import gpt2_bytes, mlp_synthetic
 from experiments import step, train, writers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -47,10 +48,23 @@ def test_flops_are_examples_times_three_forward(tmp_path):
   assert per_example == sum(l.flops_per_token() for l in layers)
   records = writers.read_metrics(str(tmp_path))
   assert records[-1]["final"] and records[-1]["step"] == 10
-  for r in records:
+  params = sum(l.num_params() for l in layers) + sum(2 * 64 for _ in model.blocks) + 2 * 64
+  for r in records:   # LayerNorm scale and bias: one per block and the final norm
     assert r["flops"] == r["examples"] * 3 * per_example
+    assert r["params"] == r["non_embedding_params"] == params
   saved = json.load(open(tmp_path / "config.json"))
   assert saved["model"]["kind"] == "btt"
+
+
+def test_language_eval_reports_bits_per_token_and_per_byte():
+  config = gpt2_bytes.get_config("runlocal")
+  task, model, _, _, mesh = train.build(config)
+  metrics = train.evaluate(model, task, mesh)
+  assert metrics["eval_bits_per_token"] == pytest.approx(metrics["eval_loss"] / math.log(2))
+  assert metrics["eval_bits_per_byte"] == metrics["eval_bits_per_token"]   # a byte is a token
+  task.bytes_per_token = 4.0   # BPE: about 4 bytes of text per GPT-2 token
+  assert train.evaluate(model, task, mesh)["eval_bits_per_byte"] == pytest.approx(
+      metrics["eval_bits_per_token"] / 4)
 
 
 def _main(*args):

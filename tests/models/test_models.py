@@ -39,10 +39,25 @@ def test_gpt2_flops_match_xla(kind, width):
   # XLA also counts softmax, layer norms and GELU (~20 FLOPs per element), which the model
   # count leaves out as Chinchilla does; they are < 5% of the total at these widths (BTT's
   # matmuls shrink as d^1.5, so it needs the larger width)
-  assert _xla_flops(model, tokens) == pytest.approx(4 * model.flops_per_example(), rel=0.05)
+  executed = model.flops_per_example(count_lookup=False)   # XLA runs the embedding as a lookup
+  assert _xla_flops(model, tokens) == pytest.approx(4 * executed, rel=0.05)
+  assert model.flops_per_example() - executed == 64 * 2 * 256 * width   # Chinchilla's one-hot matmul
   counts = model.param_counts()
   assert counts["embedding"] == 256 * width + 64 * width
   assert counts["total"] == counts["embedding"] + counts["non_embedding"]
+
+
+def test_param_counts_leave_out_masked_zeros():
+  """A 2:4 sparse FFN stores dense weights but learns half of them; the counts (and the
+  trainer's ``params`` metric) say so."""
+  spec = {"vocab": 256, "seq_len": 16}
+  dense, sparse = (factory.build(gpt2_bytes.get_config(f"kind={kind},width=64,depth=2,heads=2"
+                                                       ",layers=ffn").model, spec, nnx.Rngs(0))
+                   for kind in ("dense", "nm_sparse"))
+  ffn_weights = 2 * 2 * 64 * 256   # depth x (up + down) x width x 4 width
+  assert (sparse.param_counts()["non_embedding"]
+          == dense.param_counts()["non_embedding"] - ffn_weights // 2)
+  assert sparse.param_counts()["embedding"] == dense.param_counts()["embedding"] == (256 + 16) * 64
 
 
 def test_mlp_flops_match_xla():
