@@ -28,13 +28,18 @@ def run_counts(runs_N, n: int, seed: int = 0) -> np.ndarray:
 
 
 def interval(values, level: float = 0.95) -> tuple[float, float]:
-  """Percentile interval of the finite values (nan, nan if none)."""
+  """Percentile interval of the non-NaN values (nan, nan if none). Infinite draws count: a
+  multiplier is inf where a resample's fit never reaches the loss, and an end that falls
+  among them is inf, not the largest finite draw."""
   values = np.asarray(values, float)
-  values = values[np.isfinite(values)]
+  values = values[~np.isnan(values)]
   if not len(values):
     return (np.nan, np.nan)
-  lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-  return float(lo), float(hi)
+  big = np.finfo(float).max / 4   # stands in for inf so that percentiles can interpolate
+  ends = np.percentile(np.clip(values, -big, big), [50 * (1 - level), 50 * (1 + level)])
+  finite = values[np.isfinite(values)]
+  low, high = (finite.min(), finite.max()) if len(finite) else (big, -big)
+  return tuple(float(np.inf if e > high else -np.inf if e < low else e) for e in ends)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,3 +38,15 @@ def test_run_counts_resample_whole_runs():
   assert counts.shape == (50, 6)
   assert np.all(counts[:, 0] == counts[:, 1]) and np.all(counts[:, 3] == counts[:, 5])
   assert np.all(counts[:, [0, 2, 3]].sum(1) == 3)   # 3 runs drawn per resample
+
+
+def test_interval_keeps_infinite_draws():
+  """Draws whose fit never reaches the loss give k = inf; they widen the interval instead of
+  being dropped (dropping them once made a CI exclude its own inf point estimate)."""
+  finite = np.linspace(1.0, 2.0, 90)
+  lo, hi = bootstrap.interval(np.concatenate([finite, np.full(10, np.inf), [np.nan]]))
+  assert lo == pytest.approx(finite[2] + 0.475 * (finite[3] - finite[2])) and hi == np.inf
+  lo, hi = bootstrap.interval(np.append(finite, np.inf))   # 1 of 91: the upper end stays finite
+  assert hi == pytest.approx(finite[87] + 0.75 * (finite[88] - finite[87]))
+  assert bootstrap.interval([np.inf, np.inf]) == (np.inf, np.inf)
+  assert np.isnan(bootstrap.interval([np.nan])).all()
