@@ -150,6 +150,11 @@ class StructuredLinear(nnx.Module):
     """The learnable matrices, in contraction order (input side first)."""
     raise NotImplementedError
 
+  def zero_init_cores(self) -> tuple[str, ...]:
+    """The cores muP zeroes so that the layer's output starts at zero (residual-branch outputs,
+    readout): the last core of a product; families that sum terms zero one core per term."""
+    return (self.cores()[-1].name,)
+
   def num_params(self) -> int:
     """Learnable entries, bias included."""
     return sum(int(p.size) for p in jax.tree.leaves(nnx.state(self, nnx.Param)))

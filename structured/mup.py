@@ -5,8 +5,8 @@ for free. Base quantities come from the same architecture at ``base_width`` (``b
 
 Parametrizations:
   - 'mup': each core's init std = fan_in^-1/2 min(1, sqrt(fan_out / fan_in)) (set at
-    construction by ``init_core``); the last core of residual-branch output projections and of
-    the readout is zero. Learning-rate multiplier of a core of a layer with n cores:
+    construction by ``init_core``); residual-branch output projections and the readout
+    start at zero (the layer's ``zero_init_cores``: its last core, one core per term for sums). Learning-rate multiplier of a core of a layer with n cores:
       Adam: (d_in_base / fan_in) / n                                   (CBS, TP5 Table 3)
       SGD:  (fan_out / fan_in) * (d_in_base / d_out_base) / n
     Both follow the spectral condition (Yang, Simon & Bernstein 2023): a core's update must have
@@ -78,8 +78,9 @@ def apply_init(model: nnx.Module, parametrization: str) -> None:
       if parametrization == "standard":
         param[...] = param[...] * (core.fan_in**-0.5 / mup_init_std(core.fan_in, core.fan_out))
     if parametrization == "mup" and layer.role in ZERO_INIT_ROLES:
-      last = getattr(layer, cores[-1].name)
-      last[...] = last[...] * 0.0
+      for name in layer.zero_init_cores():
+        core = getattr(layer, name)
+        core[...] = core[...] * 0.0
 
 
 def depth_lr_factor(base_depth: int, depth: int, optimizer: str = "adam") -> float:

@@ -101,6 +101,10 @@ class Pixelfly(StructuredLinear):
     return (Core("blocks", *self._fans()), Core("u", self.d_in, self.rank),
             Core("v", self.rank, self.d_out))
 
+  def zero_init_cores(self):
+    """Both terms of S + U V: the sparse blocks and V."""
+    return ("blocks", "v")
+
   @classmethod
   def project(cls, w_IxO: jax.Array, *, rngs=None, steps: int = 50, **hparams):
     """Alternating minimisation of ||W - S - U V||, S on the mask: first S = the masked W and

@@ -94,6 +94,10 @@ class SparseLowRank(StructuredLinear):
     return (Core("u", self.d_in, self.rank), Core("v", self.rank, self.d_out),
             Core("values", *self._fans()))
 
+  def zero_init_cores(self):
+    """Both terms of U V + S: V and the sparse values."""
+    return ("v", "values")
+
   @classmethod
   def project(cls, w_IxO: jax.Array, *, rngs=None, steps: int = 20, **hparams):
     """SVD plus the largest residual entries, alternated (GoDec, Zhou & Tao 2011).

@@ -8,7 +8,7 @@ from flax import nnx
 
 import structured
 from pallas_kernels import backend
-from structured import StructureError
+from structured import StructureError, mup
 from structured.masked import Mask
 
 SHAPES = [(64, 64), (64, 144), (144, 64)]
@@ -33,6 +33,19 @@ def test_num_params_counts_the_leaves(kind):
   leaves = jax.tree.leaves(nnx.state(layer, nnx.Param))
   masked_zeros = sum(int((~m).sum()) for m in jax.tree.leaves(nnx.state(layer, Mask)))
   assert layer.num_params() == sum(leaf.size for leaf in leaves) - masked_zeros
+
+
+@pytest.mark.parametrize("kind", sorted(structured.FAMILIES))
+@pytest.mark.parametrize("role", ["residual_out", "readout"])
+def test_mup_zero_init_zeroes_the_output_and_nothing_else(kind, role):
+  """muP starts residual-branch outputs and the readout at zero: every term of a sum family
+  (sparse + low-rank) too, while the other cores keep their init so gradients reach them."""
+  layer = structured.make(kind, 64, 144, role=role, rngs=nnx.Rngs(0), **HPARAMS.get(kind, {}))
+  mup.apply_init(layer, "mup")
+  assert not jnp.any(layer.to_dense())
+  zeroed = set(layer.zero_init_cores())
+  for core in layer.cores():
+    assert jnp.any(getattr(layer, core.name)[...]) == (core.name not in zeroed), core.name
 
 
 def test_closed_forms():
