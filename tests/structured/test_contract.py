@@ -62,7 +62,9 @@ def test_closed_forms():
 
 
 @pytest.mark.parametrize("kind,hparams", [("low_rank", {"rank": 3}), ("btt", {"rank": 2}),
-                                          ("monarch", {"blocks": 4}), ("kronecker", {})])
+                                          ("monarch", {"blocks": 4}), ("kronecker", {}),
+                                          ("kronecker", {"factors": 3}),
+                                          ("kronecker", {"factors": 4})])
 def test_projection_recovers_a_member_of_the_family(kind, hparams):
   member = structured.make(kind, 64, 144, rngs=nnx.Rngs(3), **hparams)
   w = member.to_dense()
@@ -79,6 +81,23 @@ def test_flops_agree_with_xla(kind, hparams):
   cost = jax.jit(lambda v: layer(v)).lower(x).compile().cost_analysis()
   xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
   assert xla == pytest.approx(128 * layer.flops_per_token(), rel=0.05)
+
+
+def test_kronecker_projection_with_three_factors_is_a_stationary_point():
+  """Nearest A (x) B (x) C: zero gradient of the squared error in every factor, and no worse
+  than its sequential-SVD start."""
+  w = jax.random.normal(jax.random.key(0), (64, 144))
+  kron = structured.family("kronecker")
+  layer = kron.project(w, factors=3)
+
+  def sq_error(factors):
+    return jnp.sum((jnp.kron(jnp.kron(*factors[:2]), factors[2]) - w) ** 2)
+
+  factors = [layer.f0[...], layer.f1[...], layer.f2[...]]
+  for f, g in zip(factors, jax.grad(sq_error)(factors)):
+    assert float(jnp.linalg.norm(g)) < 1e-3 * float(jnp.linalg.norm(w)) * float(jnp.linalg.norm(f))
+  start = kron.project(w, factors=3, steps=0)
+  assert sq_error(factors) <= sq_error([start.f0[...], start.f1[...], start.f2[...]]) + 1e-3
 
 
 def test_low_rank_projection_is_the_eckart_young_optimum():
