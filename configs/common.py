@@ -59,10 +59,11 @@ def model(name: str, arg: ml_collections.ConfigDict, arg_keys, **fields) -> ml_c
 
 
 def image_data(name: str, **overrides) -> ml_collections.ConfigDict:
-  """An image task (see experiments/images.py): the dataset, image size, augmentations (pad-and-
-  crop, flip, mixup, label smoothing) and evaluation batching."""
+  """An image task (see experiments/images.py): the dataset and its source ('tfds', or 'idx'
+  for Fashion-MNIST's Debian files), image size, augmentations (pad-and-crop, flip, mixup,
+  label smoothing) and evaluation batching."""
   cfg = ml_collections.ConfigDict(dict(
-      name=name, dir="", image_size=32, crop=0, flip=True, mixup_alpha=0.0, label_smoothing=0.0,
+      name=name, source="tfds", dir="", image_size=32, crop=0, flip=True, mixup_alpha=0.0, label_smoothing=0.0,
       eval_batch=1000, eval_examples=0, read_threads=1, seed_offset=0))
   cfg.update(overrides)
   return cfg

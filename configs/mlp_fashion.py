@@ -1,7 +1,8 @@
 """python -m experiments.main --config configs/mlp_fashion.py:kind=btt,rank=1 --workdir /tmp/fashion
 
 The Compute Better Spent residual MLP on Fashion-MNIST (offline: Debian's
-dataset-fashion-mnist, `make data`), cross-entropy, eval accuracy on the 10k test images.
+dataset-fashion-mnist, `make data`; `--config.data.source=tfds` reads a tfds array_record copy
+under data.dir instead), cross-entropy, eval accuracy on the 10k test images.
 Arg keys: kind, width, depth, layers, param, runlocal; others are structure hyperparameters.
 """
 
@@ -17,7 +18,7 @@ def get_config(arg=None):
                          runlocal=False)
   config = common.run(steps=3000, batch_size=128, log_every=100, eval_every=1000,
                       checkpoint_every=1000)
-  config.data = common.image_data("fashion_mnist", image_size=0, eval_batch=2000)
+  config.data = common.image_data("fashion_mnist", source="idx", image_size=0, eval_batch=2000)
   config.model = common.model("mlp", arg, ARG_KEYS, width=arg.width, depth=arg.depth, expansion=4,
                               layers=arg.layers, use_bias=True, base_width=64)
   config.optim = common.optim(lr=1e-3, warmup_steps=100, weight_decay=1e-4)

@@ -125,10 +125,20 @@ def make(cfg: ml_collections.ConfigDict, batch_size: int, seed: int):
   raise DataError(f"data.name='{cfg.name}' is unknown; valid: {list(TASKS)}")
 
 
+IMAGE_SOURCES = ("tfds", "idx")
+
+
 def _images(cfg: ml_collections.ConfigDict, batch_size: int, seed: int):
+  """``data.source``: 'tfds' (array_record via tfds.data_source) or 'idx' (fashion_mnist only:
+  the Debian package's IDX files); default 'idx' for fashion_mnist, else 'tfds'."""
   from experiments import images, tfds_data
   train_split, eval_split, classes, mean, std = tfds_data.DATASETS[cfg.name]
-  if cfg.name == "fashion_mnist":
+  source = cfg.get("source", "idx" if cfg.name == "fashion_mnist" else "tfds")
+  if source not in IMAGE_SOURCES or (source == "idx" and cfg.name != "fashion_mnist"):
+    raise DataError(f"data.source='{source}' is not valid for data.name='{cfg.name}'; valid: "
+                    f"{['tfds', 'idx'] if cfg.name == 'fashion_mnist' else ['tfds']} "
+                    "('idx' reads Fashion-MNIST's IDX files)")
+  if source == "idx":
     train, test = images.load_fashion_mnist(cfg.dir or images.FASHION_MNIST)
   else:
     train, test = (tfds_data.open_split(cfg.name, s, cfg.dir) for s in (train_split, eval_split))

@@ -132,6 +132,18 @@ def test_reads_a_locally_built_array_record_dataset(tmp_path):
   assert task.train_batch(0)["x"].shape == (8, 32, 32, 3)
 
 
+def test_fashion_mnist_reads_from_tfds_or_idx_files(tmp_path):
+  task = _task(name="fashion_mnist", source="tfds", image_size=0, crop=0, flip=False)
+  assert task.train_batch(0)["x"].shape == (8, 28, 28, 1)   # tfds's (mocked) records
+  with pytest.raises(data.DataError, match=f"Fashion-MNIST not found: looked for .*{tmp_path}"):
+    _task(name="fashion_mnist", source="idx", dir=str(tmp_path))
+  with pytest.raises(data.DataError, match=r"data.source='idx' is not valid for data.name='cifar10'"
+                                           r"; valid: \['tfds'\]"):
+    _task(source="idx")
+  with pytest.raises(data.DataError, match=r"data.source='tfrecord' .*valid: \['tfds', 'idx'\]"):
+    _task(name="fashion_mnist", source="tfrecord")
+
+
 def test_missing_tfds_dataset_is_one_clear_error(tmp_path):
   cfg = ml_collections.ConfigDict(dict(name="cifar100", dir=str(tmp_path)))
   with pytest.raises(data.DataError, match=f"cifar100.*{tmp_path}.*tfds build cifar100"):
