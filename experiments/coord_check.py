@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from configs import common
-from experiments import sharding, step, train
+from experiments.train import loop, sharding, step
 from structured import base, mup
 
 
@@ -60,7 +60,7 @@ def run(config, kinds: list[str], widths: list[int], steps: int = 3) -> pd.DataF
 
 def _before_and_after(cfg, measure, steps: int):
   """``measure(model, x)`` on the first training batch at init and after ``steps`` steps on it."""
-  task, model, optimizer, _, mesh = train.build(cfg)
+  task, model, optimizer, _, mesh = loop.build(cfg)
   batch = sharding.shard_batch(task.train_batch(0), mesh)
   before = measure(model, batch["x"])
   for _ in range(steps):

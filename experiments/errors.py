@@ -1,8 +1,21 @@
-"""The errors a user can cause; main.py prints them as one line instead of a traceback."""
+"""The errors a user can cause; the CLIs print them as one line instead of a traceback.
 
-from experiments.data import DataError
-from experiments.optim import ConfigError
-from experiments.train import NonFiniteError
+A leaf module: every part of experiments/ raises these, and nothing here imports the rest.
+"""
+
 from structured import StructureError
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key and the valid choices."""
+
+
+class DataError(ValueError):
+  """Missing or unusable data; the message says where it was looked for and how to get it."""
+
+
+class NonFiniteError(FloatingPointError):
+  """A NaN/Inf loss or gradient; the message names the step and the first bad tensor."""
+
 
 USER_ERRORS = (ConfigError, DataError, NonFiniteError, StructureError)

@@ -56,20 +56,20 @@ def _check_override(config, dotted: str) -> None:
 
 def main(argv):
   del argv
-  from experiments import sharding, train   # imports jax; after flags so --help is fast
+  from experiments.train import loop, sharding   # imports jax; after flags so --help is fast
   sharding.maybe_initialize_distributed()
   from experiments.errors import USER_ERRORS
   from structured import mup
   config = _CONFIG.value
   try:
     if _DRY_RUN.value:
-      _, model, _, mults, _ = train.build(config)
+      _, model, _, mults, _ = loop.build(config)
       print(mup.describe(model, mults))
       print(f"forward FLOPs per example: {model.flops_per_example():,}")
       return
     if not _WORKDIR.value:
       raise app.UsageError("--workdir is required")
-    if train.train_and_evaluate(config, _WORKDIR.value).get("preempted"):
+    if loop.train_and_evaluate(config, _WORKDIR.value).get("preempted"):
       sys.exit(143)   # 128 + SIGTERM: a scheduler sees the run as interrupted, not done
   except USER_ERRORS as e:
     sys.exit(f"error: {e}")

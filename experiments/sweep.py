@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from experiments import writers
+import runfiles
 
 
 def load_sweep(path: str, arg: str | None) -> tuple[str, list[dict]]:
@@ -69,7 +69,7 @@ def _execute(cmd: list[str], workdir: str, core: int | None) -> tuple[int, float
 def summary(root: str, names: list[str], status: dict[str, str]) -> str:
   rows = [f"| run | status | final eval_loss | flops |", "|---|---|---|---|"]
   for name in names:
-    records = writers.read_metrics(os.path.join(root, name))
+    records = runfiles.read_metrics(os.path.join(root, name))
     last = records[-1] if records else {}
     loss = last.get("eval_loss", float("nan"))
     rows.append(f"| {name} | {status[name]} | {loss:.4g} | {last.get('flops', 0):.3g} |")
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
   names = [run_name(run) for run in runs]
   if len(set(names)) != len(names):
     sys.exit("error: the sweep has duplicate runs (same overrides twice)")
-  todo = [i for i, name in enumerate(names) if not writers.is_finished(os.path.join(root, name))]
+  todo = [i for i, name in enumerate(names) if not runfiles.is_finished(os.path.join(root, name))]
   status = {name: "done (skipped)" for name in names}
 
   if args.print_commands:
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     for n, future in enumerate(concurrent.futures.as_completed(futures), 1):
       i = futures[future]
       rc, seconds = future.result()
-      ok = rc == 0 and writers.is_finished(os.path.join(root, names[i]))
+      ok = rc == 0 and runfiles.is_finished(os.path.join(root, names[i]))
       status[names[i]] = "ran" if ok else f"FAILED (rc={rc}, see log.txt)"
       print(f"[{n}/{len(todo)}] {status[names[i]]:6s} {names[i]} in {seconds:.0f}s", flush=True)
   print(summary(root, names, status))

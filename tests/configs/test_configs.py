@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import train, writers
+import runfiles
+from experiments.train import loop as train
 
 CONFIGS = ("mlp_cifar", "vit_cifar", "vit_imagenet", "gpt2_owt")
 
@@ -30,7 +31,7 @@ def test_runlocal_trains_with_falling_loss(name, tmp_path):
       config.data.dir = str(tmp_path)
   with tfds.testing.mock_data(num_examples=32):
     last = train.train_and_evaluate(config, str(tmp_path))
-  losses = [r["train_loss"] for r in writers.read_metrics(str(tmp_path))]
+  losses = [r["train_loss"] for r in runfiles.read_metrics(str(tmp_path))]
   assert last["final"] and np.isfinite(last["eval_loss"])
   assert losses[-1] < losses[0], losses
 

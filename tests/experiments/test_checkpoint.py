@@ -12,7 +12,9 @@ import pytest
 from flax import nnx
 
 from configs import mlp_synthetic
-from experiments import checkpoint, train, writers
+import runfiles
+from experiments import errors
+from experiments.train import checkpoint, loop as train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 STEPS = 400
@@ -58,14 +60,14 @@ def straight(tmp_path_factory):
 def test_interrupted_run_resumes_bit_for_bit(straight, tmp_path, sig):
   proc = _start(tmp_path)
   if sig == signal.SIGTERM:
-    _wait_for(lambda: len(writers.read_metrics(str(tmp_path))) >= 8, proc)
+    _wait_for(lambda: len(runfiles.read_metrics(str(tmp_path))) >= 8, proc)
   else:   # SIGKILL right after a checkpoint exists
     _wait_for(lambda: any(d.isdigit() for d in os.listdir(tmp_path / "checkpoints"))
               if (tmp_path / "checkpoints").exists() else False, proc)
   proc.send_signal(sig)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == (143 if sig == signal.SIGTERM else -9), out
-  interrupted_at = max(r["step"] for r in writers.read_metrics(str(tmp_path)))
+  interrupted_at = max(r["step"] for r in runfiles.read_metrics(str(tmp_path)))
   assert interrupted_at < STEPS
   rc, out = _run(tmp_path)
   assert rc == 0 and "resuming from the checkpoint at step" in out, out
@@ -74,7 +76,7 @@ def test_interrupted_run_resumes_bit_for_bit(straight, tmp_path, sig):
   assert step_a == step_b == STEPS
   for a, b in zip(params_a, params_b):
     np.testing.assert_array_equal(a, b)
-  steps = [r["step"] for r in writers.read_metrics(str(tmp_path))]
+  steps = [r["step"] for r in runfiles.read_metrics(str(tmp_path))]
   assert steps == sorted(set(steps)) and steps[-1] == STEPS   # no step logged twice
 
 
@@ -95,7 +97,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   config = mlp_synthetic.get_config("runlocal")
   with config.unlocked():
     config.debug.nan_at_step = 15
-  with pytest.raises(train.NonFiniteError, match=r"non-finite gradient at step 15 .*first non-finite "
+  with pytest.raises(errors.NonFiniteError, match=r"non-finite gradient at step 15 .*first non-finite "
                      r"gradient: [\w/]+.*checkpoint \(step 10\) is intact"):
     train.train_and_evaluate(config, str(tmp_path))
   _, model, optimizer, _, _ = train.build(config)

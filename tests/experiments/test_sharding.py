@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from configs import mlp_synthetic
-from experiments import optim, sharding, step, train
+from experiments import errors
+from experiments.train import loop as train, optim, sharding, step
 
 
 def _losses(mesh_sizes, kind="btt", steps=20):
@@ -47,9 +48,9 @@ def test_inconsistent_mesh_and_batch_are_clear_errors():
   config = mlp_synthetic.get_config("runlocal")
   with config.unlocked():
     config.mesh.data = 16
-  with pytest.raises(optim.ConfigError, match="needs 16 devices; 8 are available"):
+  with pytest.raises(errors.ConfigError, match="needs 16 devices; 8 are available"):
     train.build(config)
   with config.unlocked():
     config.mesh.data, config.batch_size = 8, 12
-  with pytest.raises(optim.ConfigError, match="batch_size=12 is not divisible by the data-parallel size 8"):
+  with pytest.raises(errors.ConfigError, match="batch_size=12 is not divisible by the data-parallel size 8"):
     train.build(config)

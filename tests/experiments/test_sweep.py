@@ -8,7 +8,8 @@ import sys
 import time
 
 from configs.sweeps import product, zipped
-from experiments import sweep, writers
+import runfiles
+from experiments import sweep
 
 SWEEP = "configs/sweeps/mlp_synthetic.py"
 
@@ -61,7 +62,7 @@ def test_killed_sweep_restarted_finishes_every_run_once(tmp_path):
   cmd = [sys.executable, "-m", "experiments.sweep", "--sweep", str(sweep_file), "--root", str(root)]
   proc = subprocess.Popen(cmd, cwd=repo, start_new_session=True, stdout=subprocess.PIPE, text=True)
   t0 = time.time()
-  while not any(writers.read_metrics(str(d)) for d in root.glob("*")) and time.time() - t0 < 120:
+  while not any(runfiles.read_metrics(str(d)) for d in root.glob("*")) and time.time() - t0 < 120:
     time.sleep(0.05)
   os.killpg(proc.pid, signal.SIGKILL)   # the sweep and the run it was executing
   proc.wait()
@@ -69,7 +70,7 @@ def test_killed_sweep_restarted_finishes_every_run_once(tmp_path):
   runs = sorted(root.glob("*"))
   assert len(runs) == 3
   for run in runs:
-    records = writers.read_metrics(str(run))
+    records = runfiles.read_metrics(str(run))
     steps = [r["step"] for r in records]
     assert steps == sorted(set(steps)) and steps[-1] == 150
     assert sum(bool(r.get("final")) for r in records) == 1

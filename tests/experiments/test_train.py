@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from configs import gpt2_bytes, mlp_synthetic
-from experiments import step, train, writers
+import runfiles
+from experiments.train import loop as train, step
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -46,7 +47,7 @@ def test_flops_are_examples_times_three_forward(tmp_path):
   per_example = model.flops_per_example()
   layers = [model.embed, model.readout] + [l for b in model.blocks for l in (b.up, b.down)]
   assert per_example == sum(l.flops_per_token() for l in layers)
-  records = writers.read_metrics(str(tmp_path))
+  records = runfiles.read_metrics(str(tmp_path))
   assert records[-1]["final"] and records[-1]["step"] == 10
   params = sum(l.num_params() for l in layers) + sum(2 * 64 for _ in model.blocks) + 2 * 64
   for r in records:   # LayerNorm scale and bias: one per block and the final norm

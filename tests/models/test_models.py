@@ -10,7 +10,10 @@ import pytest
 from flax import nnx
 
 from configs import gpt2_bytes, mlp_fashion, mlp_synthetic
-from experiments import data, images, sharding, step, train
+import runfiles
+from experiments import errors
+from experiments.tasks import build as data, images
+from experiments.train import loop as train, sharding, step
 from models import factory
 from structured import StructureError, mup
 from structured.base import record_outputs
@@ -93,8 +96,8 @@ def test_runlocal_trains_and_loss_decreases(name, tmp_path):
   _skip_without_data(name)
   config = CONFIGS[name].get_config("runlocal,kind=btt")
   train.train_and_evaluate(config, str(tmp_path))
-  from experiments import writers
-  losses = [r["train_loss"] for r in writers.read_metrics(str(tmp_path))]
+
+  losses = [r["train_loss"] for r in runfiles.read_metrics(str(tmp_path))]
   assert losses[-1] < losses[0]
 
 
@@ -119,7 +122,7 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
   config = mlp_fashion.get_config("runlocal")
   with config.unlocked():
     config.data.dir = str(tmp_path)
-  with pytest.raises(data.DataError, match=f"Fashion-MNIST not found: looked for .*{tmp_path}.*"
+  with pytest.raises(errors.DataError, match=f"Fashion-MNIST not found: looked for .*{tmp_path}.*"
                      "apt-get install dataset-fashion-mnist"):
     train.build(config)
 

@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
-from experiments import step
+from experiments.train import step
 from models import factory
 from structured import StructureError, mup
 

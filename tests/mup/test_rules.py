@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from configs import mlp_synthetic
-from experiments import optim, step, train
+from experiments.train import loop as train, optim, step
 from models import factory
 from structured import mup
 

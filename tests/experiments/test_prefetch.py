@@ -4,13 +4,14 @@ import threading
 
 import pytest
 
-from experiments import data
+from experiments import errors
+from experiments.train import prefetch
 
 
 def test_yields_every_step_in_order():
-  assert list(data.prefetch(lambda s: {"x": s * s}, range(3, 9))) == [
+  assert list(prefetch.prefetch(lambda s: {"x": s * s}, range(3, 9))) == [
       (s, {"x": s * s}) for s in range(3, 9)]
-  assert list(data.prefetch(lambda s: s, range(0))) == []
+  assert list(prefetch.prefetch(lambda s: s, range(0))) == []
 
 
 def test_builds_ahead_while_a_step_runs_and_stops_when_closed():
@@ -24,7 +25,7 @@ def test_builds_ahead_while_a_step_runs_and_stops_when_closed():
       release.wait(10)
     return step
 
-  batches = data.prefetch(make_batch, range(1, 100), depth=2)
+  batches = prefetch.prefetch(make_batch, range(1, 100), depth=2)
   assert next(batches) == (1, 1)
   assert third_started.wait(10)   # steps 2 and 3 were built while the caller held step 1
   release.set()
@@ -38,7 +39,7 @@ def test_errors_in_the_batch_builder_reach_the_caller():
       raise FileNotFoundError("shard 2 missing")
     return step
 
-  batches = data.prefetch(make_batch, range(1, 5))
+  batches = prefetch.prefetch(make_batch, range(1, 5))
   assert next(batches) == (1, 1)
   with pytest.raises(FileNotFoundError, match="shard 2 missing"):
     next(batches)

@@ -11,7 +11,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from experiments import data, text
+from experiments import errors
+from experiments.tasks import build as data, text
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
@@ -58,11 +59,11 @@ def test_hosts_get_disjoint_rows_of_the_global_token_batch(tmp_path, monkeypatch
 
 
 def test_missing_or_mismatched_token_files_are_clear_errors(tmp_path):
-  with pytest.raises(data.DataError, match=f"{tmp_path}/train.bin.*prepare_owt.py"):
+  with pytest.raises(errors.DataError, match=f"{tmp_path}/train.bin.*prepare_owt.py"):
     _tokens(tmp_path)
   _bins(tmp_path)
   (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 50257}))
-  with pytest.raises(data.DataError, match="data.vocab=256 is smaller than the tokenizer's vocab 50257"):
+  with pytest.raises(errors.DataError, match="data.vocab=256 is smaller than the tokenizer's vocab 50257"):
     _tokens(tmp_path, vocab=256)
 
 

@@ -21,7 +21,8 @@ import os
 import grain
 import numpy as np
 
-from experiments.data import DataError, host_slice
+from experiments.errors import DataError
+from experiments.tasks.rows import host_slice
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 

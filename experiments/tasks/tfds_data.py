@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from experiments.data import DataError
+from experiments.errors import DataError
 
 # name -> (train split, eval split, classes, mean, std): per-channel statistics of the train
 # split in [0, 1] (the usual published values)

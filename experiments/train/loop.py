@@ -11,7 +11,9 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from experiments import checkpoint, data, optim, preemption, sharding, step as steps, writers
+from experiments.errors import NonFiniteError
+from experiments.tasks import build as tasks
+from experiments.train import checkpoint, optim, preemption, prefetch, sharding, step as steps, writers
 from models import factory
 from structured import mup
 
@@ -20,7 +22,7 @@ def build(config: ml_collections.ConfigDict):
   """Task, model (placed on the mesh), optimizer, muP multipliers and mesh; no training."""
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(mesh, config.batch_size)
-  task = data.make(config.data, config.batch_size, config.seed)
+  task = tasks.make(config.data, config.batch_size, config.seed)
   model = factory.build(config.model, task.spec, nnx.Rngs(config.seed), config.mup.parametrization)
   mup.apply_init(model, config.mup.parametrization)
   sharding.place(model, mesh)
@@ -42,10 +44,6 @@ def evaluate(model, task, mesh) -> dict[str, float]:
   if getattr(task, "bytes_per_token", None):
     metrics["eval_bits_per_byte"] = metrics["eval_bits_per_token"] / task.bytes_per_token
   return metrics
-
-
-class NonFiniteError(FloatingPointError):
-  """A NaN/Inf loss or gradient; the message names the step and the first bad tensor."""
 
 
 def _first_bad(finite_tree) -> str | None:
@@ -84,7 +82,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batch = task.train_batch(step)
     return sharding.shard_batch(_poison(batch) if step == config.debug.nan_at_step else batch, mesh)
 
-  batches = data.prefetch(train_batch, range(start + 1, config.steps + 1))
+  batches = prefetch.prefetch(train_batch, range(start + 1, config.steps + 1))
   record = {}
   t0 = time.time()
   with preemption.SigtermFlag() as preempted, contextlib.closing(batches):

@@ -15,8 +15,8 @@ import zlib
 
 import numpy as np
 
-from experiments.data import DataError
-from experiments.tokens import TokenWindows
+from experiments.errors import DataError
+from experiments.tasks.tokens import TokenWindows
 
 STDLIB = os.path.dirname(os.__file__)
 

@@ -23,7 +23,8 @@ import os
 import jax
 import numpy as np
 
-from experiments.data import DataError, host_slice
+from experiments.errors import DataError
+from experiments.tasks.rows import host_slice
 
 
 class TokenWindows:

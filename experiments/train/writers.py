@@ -4,12 +4,13 @@ an optional wandb run (offline by default) and a progress line on stdout. Proces
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import jax
 import ml_collections
+
+import runfiles
 
 
 # Dense bf16 peak FLOP/s per device, by substrings of jax's device_kind.
@@ -38,12 +39,13 @@ class MetricWriter:
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
-    kept = [r for r in read_metrics(workdir) if r["step"] <= start_step]
-    tmp = os.path.join(workdir, "metrics.jsonl.tmp")
+    kept = [r for r in runfiles.read_metrics(workdir) if r["step"] <= start_step]
+    tmp = runfiles.metrics_path(workdir) + ".tmp"
     with open(tmp, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, os.path.join(workdir, "metrics.jsonl"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+      for r in kept:
+        runfiles.write_line(f, r)
+    os.replace(tmp, runfiles.metrics_path(workdir))
+    with open(runfiles.config_path(workdir), "w") as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     mode = config.wandb.mode
     if mode != "disabled":
@@ -55,8 +57,8 @@ class MetricWriter:
     if not self.active:
       return
     record = {k: _plain(v) for k, v in record.items()}
-    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
-      f.write(json.dumps(record) + "\n")
+    with open(runfiles.metrics_path(self.workdir), "a") as f:
+      runfiles.write_line(f, record)
     if self._wandb is not None:
       self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
@@ -83,24 +85,3 @@ class MetricWriter:
 
 def _plain(v):
   return v.item() if hasattr(v, "item") else v
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
-  records = []
-  for i, line in enumerate(lines):
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      if i != len(lines) - 1:   # only a line cut short by a kill may be unreadable
-        raise
-  return records
-
-
-def is_finished(workdir: str) -> bool:
-  records = read_metrics(workdir)
-  return bool(records) and bool(records[-1].get("final"))

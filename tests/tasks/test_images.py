@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import data, images, tfds_data
+from experiments import errors
+from experiments.tasks import build as data, images, tfds_data
 
 
 def _task(batch_size=8, **fields):
@@ -135,26 +136,26 @@ def test_reads_a_locally_built_array_record_dataset(tmp_path):
 def test_fashion_mnist_reads_from_tfds_or_idx_files(tmp_path):
   task = _task(name="fashion_mnist", source="tfds", image_size=0, crop=0, flip=False)
   assert task.train_batch(0)["x"].shape == (8, 28, 28, 1)   # tfds's (mocked) records
-  with pytest.raises(data.DataError, match=f"Fashion-MNIST not found: looked for .*{tmp_path}"):
+  with pytest.raises(errors.DataError, match=f"Fashion-MNIST not found: looked for .*{tmp_path}"):
     _task(name="fashion_mnist", source="idx", dir=str(tmp_path))
-  with pytest.raises(data.DataError, match=r"data.source='idx' is not valid for data.name='cifar10'"
+  with pytest.raises(errors.DataError, match=r"data.source='idx' is not valid for data.name='cifar10'"
                                            r"; valid: \['tfds'\]"):
     _task(source="idx")
-  with pytest.raises(data.DataError, match=r"data.source='tfrecord' .*valid: \['tfds', 'idx'\]"):
+  with pytest.raises(errors.DataError, match=r"data.source='tfrecord' .*valid: \['tfds', 'idx'\]"):
     _task(name="fashion_mnist", source="tfrecord")
 
 
 def test_missing_tfds_dataset_is_one_clear_error(tmp_path):
   cfg = ml_collections.ConfigDict(dict(name="cifar100", dir=str(tmp_path)))
-  with pytest.raises(data.DataError, match=f"cifar100.*{tmp_path}.*tfds build cifar100"):
+  with pytest.raises(errors.DataError, match=f"cifar100.*{tmp_path}.*tfds build cifar100"):
     data.make(cfg, 8, seed=0)
   cfg.name = "imagenet2012"
-  with pytest.raises(data.DataError, match="downloads/manual"):
+  with pytest.raises(errors.DataError, match="downloads/manual"):
     data.make(cfg, 8, seed=0)
 
 
 def test_soft_target_cross_entropy_matches_the_closed_form():
-  from experiments import step
+  from experiments.train import step
   logits = np.random.default_rng(0).normal(size=(4, 10)).astype(np.float32)
   log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
   labels = np.array([1, 5, 0, 9])

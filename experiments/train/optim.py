@@ -21,14 +21,11 @@ import ml_collections
 import optax
 from flax import nnx
 
+from experiments.errors import ConfigError
 from structured import mup
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant", "wsd")
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key and the valid choices."""
 
 
 def schedule(cfg: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
