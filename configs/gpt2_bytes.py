@@ -9,7 +9,6 @@ import ml_collections
 
 from configs import common
 
-ARG_KEYS = ("kind", "width", "depth", "heads", "layers", "param", "runlocal")
 
 
 def get_config(arg=None):
@@ -21,10 +20,10 @@ def get_config(arg=None):
       name="bytes", dir="", pattern="**/*.py", seq_len=128, max_bytes=8_000_000, eval_batches=8,
       seed_offset=0))
   config.model = common.model(
-      "gpt2", arg, ARG_KEYS, width=arg.width, depth=arg.depth, heads=arg.heads, expansion=4,
-      layers=arg.layers, use_bias=False, qk_norm=True, tie_embeddings=False, base_width=128)
+      "gpt2", arg, width=arg.width, depth=arg.depth, heads=arg.heads, expansion=4,
+      layers=arg.layers, use_bias=False, qk_norm=True, tie_embeddings=False)
   config.optim = common.optim(lr=3e-3, warmup_steps=100)
-  config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mup = common.mup(arg.param, base_width=128)
   config.mesh = common.mesh()
   config.wandb = common.wandb()
   if arg.runlocal:
@@ -32,7 +31,7 @@ def get_config(arg=None):
     config.checkpoint_every = 10
     config.data.seq_len, config.data.max_bytes, config.data.eval_batches = 32, 300_000, 2
     config.model.width, config.model.depth, config.model.heads = 32, 1, 2
-    config.model.base_width = 32
+    config.mup.base_width = 32
     config.optim.warmup_steps = 5
     config.wandb.mode = "disabled"
   return config

@@ -15,7 +15,6 @@ import ml_collections
 
 from configs import common
 
-ARG_KEYS = ("kind", "width", "depth", "heads", "layers", "param", "steps", "runlocal")
 
 
 def get_config(arg=None):
@@ -26,12 +25,11 @@ def get_config(arg=None):
   config.data = ml_collections.ConfigDict(dict(
       name="tokens", dir="data/owt", vocab=50304, seq_len=512, eval_batches=20, seed_offset=0))
   config.model = common.model(
-      "gpt2", arg, ARG_KEYS, width=arg.width, depth=arg.depth, heads=arg.heads or arg.width // 64,
-      expansion=4, layers=arg.layers, use_bias=False, qk_norm=True, tie_embeddings=False,
-      base_width=768, dtype="bfloat16")
+      "gpt2", arg, width=arg.width, depth=arg.depth, heads=arg.heads or arg.width // 64,
+      expansion=4, layers=arg.layers, use_bias=False, qk_norm=True, tie_embeddings=False, dtype="bfloat16")
   config.optim = common.optim(lr=2e-3, b2=0.95, weight_decay=0.0, grad_clip=1.0,
                               warmup_steps=2000, final_lr_frac=0.1)
-  config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mup = common.mup(arg.param, base_width=768)
   config.mesh = common.mesh()
   config.wandb = common.wandb()
   if arg.runlocal:   # seconds on CPU; point data.dir at any small train.bin / val.bin
@@ -39,7 +37,7 @@ def get_config(arg=None):
     config.checkpoint_every = 0
     config.data.seq_len, config.data.eval_batches = 32, 2
     config.model.width, config.model.depth, config.model.heads = 32, 1, 2
-    config.model.base_width, config.model.dtype = 32, "float32"
+    config.mup.base_width, config.model.dtype = 32, "float32"
     config.optim.warmup_steps = 5
     config.wandb.mode = "disabled"
   return config

@@ -10,11 +10,8 @@ extra lr multiplier 0.1 and the fixed pixel permutation. Arg keys: dataset (cifa
 kind, width, depth, layers, param, epochs, runlocal; others are structure hyperparameters.
 """
 
-import ml_collections
-
 from configs import common
 
-ARG_KEYS = ("dataset", "kind", "width", "depth", "layers", "param", "epochs", "runlocal")
 TRAIN_EXAMPLES = 50_000
 
 
@@ -26,10 +23,10 @@ def get_config(arg=None):
   config = common.run(steps=steps, batch_size=batch, log_every=100, eval_every=2000,
                       checkpoint_every=2000)
   config.data = common.image_data(arg.dataset, crop=4, mixup_alpha=0.8, label_smoothing=0.3)
-  config.model = common.model("mlp", arg, ARG_KEYS, width=arg.width, depth=arg.depth, expansion=4,
-                              layers=arg.layers, use_bias=True, base_width=64)
+  config.model = common.model("mlp", arg, width=arg.width, depth=arg.depth, expansion=4,
+                              layers=arg.layers, use_bias=True)
   config.optim = common.optim(lr=3e-3, name="adam", warmup_steps=0, grad_clip=0.0)
-  config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mup = common.mup(arg.param, base_width=64)
   config.mesh = common.mesh()
   config.wandb = common.wandb()
   if arg.runlocal:   # seconds on CPU; the tests run it under tfds.testing.mock_data

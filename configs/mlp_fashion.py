@@ -6,11 +6,8 @@ under data.dir instead), cross-entropy, eval accuracy on the 10k test images.
 Arg keys: kind, width, depth, layers, param, runlocal; others are structure hyperparameters.
 """
 
-import ml_collections
-
 from configs import common
 
-ARG_KEYS = ("kind", "width", "depth", "layers", "param", "runlocal")
 
 
 def get_config(arg=None):
@@ -19,10 +16,10 @@ def get_config(arg=None):
   config = common.run(steps=3000, batch_size=128, log_every=100, eval_every=1000,
                       checkpoint_every=1000)
   config.data = common.image_data("fashion_mnist", source="idx", image_size=0, eval_batch=2000)
-  config.model = common.model("mlp", arg, ARG_KEYS, width=arg.width, depth=arg.depth, expansion=4,
-                              layers=arg.layers, use_bias=True, base_width=64)
+  config.model = common.model("mlp", arg, width=arg.width, depth=arg.depth, expansion=4,
+                              layers=arg.layers, use_bias=True)
   config.optim = common.optim(lr=1e-3, warmup_steps=100, weight_decay=1e-4)
-  config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mup = common.mup(arg.param, base_width=64)
   config.mesh = common.mesh()
   config.wandb = common.wandb()
   if arg.runlocal:

@@ -10,7 +10,6 @@ import ml_collections
 
 from configs import common
 
-ARG_KEYS = ("kind", "width", "depth", "layers", "param", "runlocal")
 
 
 def get_config(arg=None):
@@ -20,10 +19,10 @@ def get_config(arg=None):
                       checkpoint_every=500)
   config.data = ml_collections.ConfigDict(dict(
       name="teacher", d_in=16, d_out=4, width=256, depth=4, seed_offset=1000, eval_examples=4096))
-  config.model = common.model("mlp", arg, ARG_KEYS, width=arg.width, depth=arg.depth, expansion=4,
-                              layers=arg.layers, use_bias=True, base_width=64)
+  config.model = common.model("mlp", arg, width=arg.width, depth=arg.depth, expansion=4,
+                              layers=arg.layers, use_bias=True)
   config.optim = common.optim(lr=3e-3, warmup_steps=50)
-  config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mup = common.mup(arg.param, base_width=64)
   config.mesh = common.mesh()
   config.wandb = common.wandb()
   if arg.runlocal:

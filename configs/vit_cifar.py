@@ -8,12 +8,8 @@ dataset, kind, width, depth, heads, patch, layers, param, epochs, runlocal; othe
 structure hyperparameters (the paper: low_rank rank_frac=0.1 on layers=intermediate, tt rank 8).
 """
 
-import ml_collections
-
 from configs import common
 
-ARG_KEYS = ("dataset", "kind", "width", "depth", "heads", "patch", "layers", "param", "epochs",
-            "runlocal")
 TRAIN_EXAMPLES = 50_000
 
 
@@ -25,10 +21,10 @@ def get_config(arg=None):
                       log_every=100, eval_every=2000, checkpoint_every=2000)
   config.data = common.image_data(arg.dataset, crop=4, mixup_alpha=0.8, label_smoothing=0.3)
   config.model = common.model(
-      "vit", arg, ARG_KEYS, width=arg.width, depth=arg.depth, heads=arg.heads, patch=arg.patch,
-      pool="cls", expansion=4, layers=arg.layers, use_bias=True, qk_norm=True, base_width=64)
+      "vit", arg, width=arg.width, depth=arg.depth, heads=arg.heads, patch=arg.patch,
+      pool="cls", expansion=4, layers=arg.layers, use_bias=True, qk_norm=True)
   config.optim = common.optim(lr=1e-3, name="adam", warmup_steps=0, grad_clip=0.0)
-  config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mup = common.mup(arg.param, base_width=64)
   config.mesh = common.mesh()
   config.wandb = common.wandb()
   if arg.runlocal:   # seconds on CPU; the tests run it under tfds.testing.mock_data
@@ -36,6 +32,6 @@ def get_config(arg=None):
     config.checkpoint_every = 0
     config.data.eval_batch, config.data.eval_examples = 16, 16
     config.model.width, config.model.depth, config.model.heads = 32, 1, 2
-    config.model.base_width = 32
+    config.mup.base_width = 32
     config.wandb.mode = "disabled"
   return config

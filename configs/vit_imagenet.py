@@ -11,11 +11,8 @@ Data: tfds ``imagenet2012`` in array_record format under data.dir (manual downlo
 error message). Arg keys: kind, width, depth, heads, patch, layers, param, epochs, runlocal.
 """
 
-import ml_collections
-
 from configs import common
 
-ARG_KEYS = ("kind", "width", "depth", "heads", "patch", "layers", "param", "epochs", "runlocal")
 TRAIN_EXAMPLES = 1_281_167
 
 
@@ -29,12 +26,11 @@ def get_config(arg=None):
   config.data = common.image_data("imagenet2012", image_size=224, mixup_alpha=0.2,
                                    label_smoothing=0.1, read_threads=32)
   config.model = common.model(
-      "vit", arg, ARG_KEYS, width=arg.width, depth=arg.depth, heads=arg.heads, patch=arg.patch,
-      pool="cls", expansion=4, layers=arg.layers, use_bias=True, qk_norm=True, base_width=256,
-      base_depth=12, dtype="bfloat16")
+      "vit", arg, width=arg.width, depth=arg.depth, heads=arg.heads, patch=arg.patch,
+      pool="cls", expansion=4, layers=arg.layers, use_bias=True, qk_norm=True, dtype="bfloat16")
   config.optim = common.optim(lr=2e-3, b2=0.95, weight_decay=0.05, grad_clip=1.0,
                               warmup_steps=5 * steps_per_epoch)
-  config.mup = ml_collections.ConfigDict(dict(parametrization=arg.param))
+  config.mup = common.mup(arg.param, base_width=256, base_depth=12)
   config.mesh = common.mesh()
   config.wandb = common.wandb()
   if arg.runlocal:   # seconds on CPU; the tests run it under tfds.testing.mock_data
@@ -43,7 +39,7 @@ def get_config(arg=None):
     config.data.image_size, config.data.read_threads = 64, 4
     config.data.eval_batch, config.data.eval_examples = 16, 16
     config.model.width, config.model.depth, config.model.heads = 32, 1, 2
-    config.model.base_width, config.model.base_depth, config.model.dtype = 32, 1, "float32"
+    config.mup.base_width, config.mup.base_depth, config.model.dtype = 32, 1, "float32"
     config.optim.warmup_steps = 5
     config.wandb.mode = "disabled"
   return config

@@ -1,6 +1,6 @@
 """Coordinate check (Compute Better Spent Fig. 2a): does each layer's update stay O(1) in width?
 
-python -m experiments.coord_check --config configs/mlp_synthetic.py --kinds dense,btt \
+python -m experiments.coord_check --config configs/mlp_synthetic.py --structure kind=dense --structure kind=btt \
     --widths 64,128,256,512,1024 --out benchmarks/results/coord_check
 
 For every family and width it builds the model exactly as training does (init, muP
@@ -20,52 +20,48 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from configs import common
+from flax import nnx
+
+from configs.structure import StructureSpec
+from experiments import config as run_config
 from experiments.train import loop, sharding, step
-from structured import base, mup
+from structured import mup
+
+DEFAULT_STRUCTURES = ("kind=dense", "kind=low_rank,rank_frac=0.25", "kind=kronecker", "kind=monarch", "kind=btt")
 
 
-def _outputs(model, x) -> dict[str, jnp.ndarray]:
-  names = {id(layer): "/".join(map(str, path)) for path, layer in mup.structured_layers(model).items()}
-  with base.record_outputs() as recorded:
-    model(x)
-  return {names[id(layer)]: y for layer, y in recorded}
+def layer_outputs(model, x) -> dict[str, jnp.ndarray]:
+  """The output of every structured layer of ``model`` on ``x``, by its path: what the layers
+  ``sow`` under NNX's ``capture`` (nothing in the model changes)."""
+  _, outputs = nnx.capture(model, nnx.Intermediate)(x)
+  layers = {path + ("output",) for path in mup.structured_layers(model)}
+  return {"/".join(map(str, path[:-1])): value.get_value()[0]
+          for path, value in nnx.to_flat_state(outputs) if tuple(path) in layers}
 
 
-def parse_kind(spec: str) -> tuple[str, dict]:
-  """'low_rank:rank_frac=0.25,...' -> ('low_rank', {'rank_frac': 0.25})."""
-  kind, _, arg = spec.partition(":")
-  hparams = common.parse_arg(arg.replace(";", ",")).to_dict() if arg else {}
-  return kind, hparams
-
-
-def run(config, kinds: list[str], widths: list[int], steps: int = 3) -> pd.DataFrame:
-  """One row per (kind, width, layer): h (RMS at init) and dh (RMS change after ``steps``).
-
-  ``kinds`` are family specs, 'kind' or 'kind:hparam=value;...' (see ``parse_kind``).
-  """
+def run(config, structures: list[StructureSpec], widths: list[int], steps: int = 3) -> pd.DataFrame:
+  """One row per (structure, width, layer): h (RMS at init) and dh (RMS change after ``steps``)."""
   rows = []
-  for spec in kinds:
-    kind, hparams = parse_kind(spec)
+  for spec in structures:
     for width in widths:
       cfg = config.copy_and_resolve_references()
       with cfg.unlocked():
-        cfg.model.kind, cfg.model.width = kind, width
-        cfg.model.structure = hparams
-      before, after = _before_and_after(cfg, _outputs, steps)
+        cfg.model.kind, cfg.model.width = spec.kind, width
+        cfg.model.structure = dict(spec.hparams)
+      before, after = _before_and_after(cfg, layer_outputs, steps)
       for layer, h in before.items():
-        rows.append(dict(kind=spec, width=width, layer=layer, h=_rms(h), dh=_rms(after[layer] - h)))
+        rows.append(dict(kind=str(spec), width=width, layer=layer, h=_rms(h), dh=_rms(after[layer] - h)))
   return pd.DataFrame(rows)
 
 
 def _before_and_after(cfg, measure, steps: int):
   """``measure(model, x)`` on the first training batch at init and after ``steps`` steps on it."""
-  task, model, optimizer, _, mesh = loop.build(cfg)
-  batch = sharding.shard_batch(task.train_batch(0), mesh)
-  before = measure(model, batch["x"])
+  run = loop.build(run_config.parse(cfg))
+  batch = sharding.shard_batch(run.task.train_batch(0), run.mesh)
+  before = measure(run.model, batch["x"])
   for _ in range(steps):
-    step.train_step(model, optimizer, batch, task.loss)
-  return before, measure(model, batch["x"])
+    step.train_step(run.model, run.optimizer, batch, run.task.loss)
+  return before, measure(run.model, batch["x"])
 
 
 def _rms(a) -> float:
@@ -82,7 +78,7 @@ def residual_stream(mlp, x_BxI) -> jnp.ndarray:
 
 def run_depth(config, depths: list[int], steps: int = 3) -> pd.DataFrame:
   """One row per depth of an MLP config: h and dh (RMS at init / change after ``steps``) of the
-  residual stream after the last block. ``config.model.base_depth`` > 0 turns on depth-muP."""
+  residual stream after the last block. ``config.mup.base_depth`` > 0 turns on depth-muP."""
   rows = []
   for depth in depths:
     cfg = config.copy_and_resolve_references()
@@ -119,11 +115,12 @@ def plot(df: pd.DataFrame, path: str) -> None:
 def main(argv=None) -> None:
   from experiments.main import _load_config
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--config", default="configs/mlp_synthetic.py", help="config file[:arg]")
-  parser.add_argument("--kinds", default="dense,low_rank:rank_frac=0.25,kronecker,monarch,btt",
-                      help="comma-separated family specs, kind[:hparam=value;...]")
+  parser.add_argument("--config", default="configs/mlp_synthetic.py",
+                      help="config file[:arg]; e.g. configs/mlp_synthetic.py:param=standard")
+  parser.add_argument("--structure", action="append", type=StructureSpec.parse,
+                      help="a structure, kind=NAME[,hparam=value...] (repeat the flag for more); "
+                           f"default: {', '.join(DEFAULT_STRUCTURES)}")
   parser.add_argument("--widths", default="64,128,256,512,1024")
-  parser.add_argument("--param", default="mup", choices=mup.PARAMETRIZATIONS)
   parser.add_argument("--optim", default=None, choices=("adamw", "adam", "sgd"),
                       help="optimizer (default: the config's); SGD follows muP's SGD rule")
   parser.add_argument("--steps", type=int, default=3)
@@ -131,9 +128,9 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   config = _load_config(args.config)
   with config.unlocked():
-    config.mup.parametrization = args.param
     config.optim.name = args.optim or config.optim.name
-  df = run(config, args.kinds.split(","), [int(w) for w in args.widths.split(",")], args.steps)
+  structures = args.structure or [StructureSpec.parse(s) for s in DEFAULT_STRUCTURES]
+  df = run(config, structures, [int(w) for w in args.widths.split(",")], args.steps)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   df.to_csv(args.out + ".csv", index=False)
   plot(df, args.out + ".png")

@@ -58,14 +58,15 @@ def main(argv):
   del argv
   from experiments.train import loop, sharding   # imports jax; after flags so --help is fast
   sharding.maybe_initialize_distributed()
+  from experiments import config as run_config
   from experiments.errors import USER_ERRORS
   from structured import mup
-  config = _CONFIG.value
   try:
+    config = run_config.parse(_CONFIG.value)
     if _DRY_RUN.value:
-      _, model, _, mults, _ = loop.build(config)
-      print(mup.describe(model, mults))
-      print(f"forward FLOPs per example: {model.flops_per_example():,}")
+      run = loop.build(config)
+      print(mup.describe(run.model, run.mults))
+      print(f"forward FLOPs per example: {run.model.flops_per_example():,}")
       return
     if not _WORKDIR.value:
       raise app.UsageError("--workdir is required")

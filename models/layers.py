@@ -1,8 +1,8 @@
 """Blocks shared by the models; every linear comes from the config's linear factory.
 
-Both residual blocks are pre-LN, ``h + branch_scale * dropout(branch(LN(h)))``, and keep a
-``branch_scale`` attribute: depth-muP scales every branch by sqrt(base_depth / depth), and muP
-finds the residual branches by that attribute. The residual stream runs in the model's compute
+Both residual blocks are pre-LN, ``h + branch_scale * dropout(branch(LN(h)))``, and are
+``structured.mup.ResidualBranch``es: muP finds them by type (depth-muP scales every branch and
+the learning rate inside it). The residual stream runs in the model's compute
 dtype; norms and structured layers compute in it (params stay float32).
 """
 
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from structured import StructuredLinear
+from structured.mup import ResidualBranch
 
 LinearFactory = Callable[..., StructuredLinear]
 
@@ -49,7 +50,7 @@ def branch_dropout(rate: float, rngs: nnx.Rngs | None) -> nnx.Dropout:
   return nnx.Dropout(rate, rngs=rngs if rate else None)
 
 
-class FeedForward(nnx.Module):
+class FeedForward(ResidualBranch):
   """Pre-LN residual feed-forward: h + branch_scale * dropout(W2 gelu(W1 LN(h)))."""
 
   def __init__(self, width: int, expansion: int, linear: LinearFactory, rngs: nnx.Rngs,
@@ -68,7 +69,7 @@ class FeedForward(nnx.Module):
     return self.up.flops_per_token() + self.down.flops_per_token()
 
 
-class Attention(nnx.Module):
+class Attention(ResidualBranch):
   """Pre-LN residual multi-head attention with separate q/k/v/o projections.
 
   Logits are scaled by ``logit_scale`` (muP: 1/d_head; standard: 1/sqrt(d_head)); optional

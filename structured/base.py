@@ -10,6 +10,7 @@ structure-aware muP works on). Models, muP, FLOP accounting and tests rely on no
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
@@ -37,9 +38,24 @@ def mup_init_std(fan_in: int, fan_out: int) -> float:
   return fan_in**-0.5 * min(1.0, math.sqrt(fan_out / fan_in))
 
 
+_CORE_STD = contextvars.ContextVar("core_std", default=mup_init_std)
+
+
+@contextlib.contextmanager
+def core_std_rule(std):
+  """Layers built inside draw their cores at ``std(fan_in, fan_out)`` (``structured.make``
+  passes the run's ``MuP.core_std``; without it, the muP rule)."""
+  token = _CORE_STD.set(std)
+  try:
+    yield
+  finally:
+    _CORE_STD.reset(token)
+
+
 def init_core(rngs: nnx.Rngs, shape: tuple[int, ...], fan_in: int, fan_out: int) -> nnx.Param:
-  """A float32 core drawn from N(0, mup_init_std(fan_in, fan_out)^2)."""
-  std = mup_init_std(fan_in, fan_out)
+  """A float32 core drawn from N(0, std(fan_in, fan_out)^2) under the rule in force
+  (``core_std_rule``; muP's ``mup_init_std`` by default)."""
+  std = _CORE_STD.get()(fan_in, fan_out)
   size = math.prod(shape)
   draw = _normal(rngs.params(), 1 << max(0, (size - 1).bit_length()))
   return nnx.Param(std * draw[:size].reshape(shape))
@@ -89,23 +105,6 @@ def nearest_valid(d: int, ok, count: int = 2) -> list[int]:
   return sorted(below + above)
 
 
-_RECORDED: list | None = None
-
-
-@contextlib.contextmanager
-def record_outputs():
-  """Collects ``(layer, output)`` of every structured layer called (eagerly) inside the block.
-
-  Coordinate checks use it to read each layer's activations without changing any model.
-  """
-  global _RECORDED
-  _RECORDED, previous = [], _RECORDED
-  try:
-    yield _RECORDED
-  finally:
-    _RECORDED = previous
-
-
 class StructuredLinear(nnx.Module):
   """Base class: bias, dtype policy and parameter counting shared by all families.
 
@@ -130,8 +129,8 @@ class StructuredLinear(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...].astype(jnp.float32)
     y = y.astype(x_NxI.dtype)
-    if _RECORDED is not None:
-      _RECORDED.append((self, y))
+    if hasattr(self, "__captures__"):   # inside nnx.capture (coordinate checks): record the output
+      self.sow(nnx.Intermediate, "output", y)
     return y
 
   def _matmul(self, x: jax.Array) -> jax.Array:

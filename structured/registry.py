@@ -4,10 +4,11 @@ import importlib
 import inspect
 import pkgutil
 
+import jax.numpy as jnp
 from flax import nnx
 
 import structured
-from structured.base import StructuredLinear, StructureError
+from structured.base import StructuredLinear, StructureError, core_std_rule
 
 
 def _discover() -> dict[str, type[StructuredLinear]]:
@@ -16,8 +17,6 @@ def _discover() -> dict[str, type[StructuredLinear]]:
   A new family is one new file: no list to keep in sync.
   """
   for module in pkgutil.iter_modules(structured.__path__):
-    if module.name.startswith("_"):   # __main__ is the benchmark CLI, not a family
-      continue
     importlib.import_module(f"structured.{module.name}")
   found, todo = {}, list(StructuredLinear.__subclasses__())
   while todo:
@@ -46,11 +45,23 @@ def family(kind: str) -> type[StructuredLinear]:
 
 
 def make(kind: str, d_in: int, d_out: int, *, rngs: nnx.Rngs, use_bias: bool = False,
-         role: str = "hidden", **hparams) -> StructuredLinear:
-  """Builds a layer of family ``kind``; unknown hyperparameters are an error, not ignored."""
+         role: str = "hidden", mup=None, **hparams) -> StructuredLinear:
+  """Builds a layer of family ``kind``; unknown hyperparameters are an error, not ignored.
+
+  ``mup`` (a ``structured.mup.MuP``) sets the init in one phase: cores are drawn at its
+  ``core_std`` and, where it says the layer's role starts at zero, its zero-init cores are zero.
+  Without it, cores are drawn at the muP scale and none is zeroed.
+  """
   valid = hyperparameters(kind)
   unknown = sorted(set(hparams) - set(valid))
   if unknown:
     raise StructureError(f"structure '{kind}' has no hyperparameter(s) {unknown}; "
                          f"valid: {sorted(valid) or 'none'}")
-  return family(kind)(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs, **hparams)
+  if mup is None:
+    return family(kind)(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs, **hparams)
+  with core_std_rule(mup.core_std):
+    layer = family(kind)(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs, **hparams)
+  if mup.starts_at_zero(role):
+    for name in layer.zero_init_cores():
+      getattr(layer, name)[...] = jnp.zeros_like(getattr(layer, name)[...])
+  return layer

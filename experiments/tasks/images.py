@@ -113,9 +113,8 @@ class ImageClassification:
   tokens_per_example = 1
 
   def __init__(self, train, test, *, classes: int, mean, std, seed: int, batch_size: int,
-               image_size: int = 0, crop_pad: int = 0, flip: bool = False,
-               mixup_alpha: float = 0.0, label_smoothing: float = 0.0, eval_batch: int = 1000,
-               eval_examples: int = 0, read_threads: int = 16):
+               image_size: int, crop_pad: int, flip: bool, mixup_alpha: float,
+               label_smoothing: float, eval_batch: int, eval_examples: int, read_threads: int):
     if crop_pad < 0 or mixup_alpha < 0 or not 0 <= label_smoothing < 1:
       raise DataError(f"data.crop={crop_pad} and data.mixup_alpha={mixup_alpha} must be >= 0, "
                       f"data.label_smoothing={label_smoothing} in [0, 1)")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 
 import jax
-import ml_collections
 import numpy as np
+import optax
 from absl import logging
 from flax import nnx
 
+from experiments.config import RunConfig
 from experiments.errors import NonFiniteError
 from experiments.tasks import build as tasks
 from experiments.train import checkpoint, optim, preemption, prefetch, sharding, step as steps, writers
@@ -18,20 +20,30 @@ from models import factory
 from structured import mup
 
 
-def build(config: ml_collections.ConfigDict):
-  """Task, model (placed on the mesh), optimizer, muP multipliers and mesh; no training."""
+@dataclasses.dataclass
+class Run:
+  """What training needs, built from a RunConfig: task, model and optimizer (placed on the
+  mesh), the muP lr multipliers and the lr schedule."""
+  task: object
+  model: nnx.Module
+  optimizer: nnx.Optimizer
+  mults: dict
+  lr: optax.Schedule
+  mesh: jax.sharding.Mesh
+
+
+def build(config: RunConfig) -> Run:
+  """The run's task, model, optimizer and mesh; no training."""
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(mesh, config.batch_size)
   task = tasks.make(config.data, config.batch_size, config.seed)
-  model = factory.build(config.model, task.spec, nnx.Rngs(config.seed), config.mup.parametrization)
-  mup.apply_init(model, config.mup.parametrization)
+  model = factory.build(config.model, task.spec, nnx.Rngs(config.seed), config.mup)
   sharding.place(model, mesh)
-  base = factory.build_base(config.model, task.spec)
-  tx, mults = optim.make(config.optim, model, base, config.mup.parametrization, config.steps,
-                         depth=(config.model.get("base_depth", 0), config.model.depth))
+  base = factory.build_base(config.model, task.spec, config.mup)
+  tx, mults, lr = optim.make(config.optim, model, base, config.mup, config.steps, config.model.depth)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   sharding.place(optimizer, mesh)
-  return task, model, optimizer, mults, mesh
+  return Run(task, model, optimizer, mults, lr, mesh)
 
 
 def evaluate(model, task, mesh) -> dict[str, float]:
@@ -53,21 +65,16 @@ def _first_bad(finite_tree) -> str | None:
   return None
 
 
-def _poison(batch):
-  """The batch with NaN inputs (``debug.nan_at_step``: tests the non-finite guard)."""
-  return {k: v * np.nan if np.issubdtype(v.dtype, np.floating) else v for k, v in batch.items()}
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
   """Trains to ``config.steps``, resuming from the newest readable checkpoint in ``workdir``.
 
   Saves every ``checkpoint_every`` steps and when SIGTERM arrives (then returns early with
   ``{"preempted": True}``). A non-finite loss or gradient raises NonFiniteError without
   saving, so the last good checkpoint stays the newest. Returns the last metrics record.
   """
-  task, model, optimizer, mults, mesh = build(config)
-  logging.info("muP (%s) per-core multipliers:\n%s", config.mup.parametrization,
-               mup.describe(model, mults))
+  run = build(config)
+  task, model, optimizer, mesh = run.task, run.model, run.optimizer, run.mesh
+  logging.info("muP per-core multipliers (%s):\n%s", config.mup, mup.describe(model, run.mults))
   ckpt = checkpoint.Checkpointer(workdir, config.max_to_keep) if config.checkpoint_every else None
   meta = ckpt.restore_latest(model, optimizer) if ckpt else None
   start = meta["step"] if meta else 0
@@ -75,12 +82,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"resuming from the checkpoint at step {start}", flush=True)
   params = model.param_counts()
   flops_per_example = 3 * model.flops_per_example()   # forward + backward = 3 x forward
-  writer = writers.MetricWriter(workdir, config, config.steps, start_step=start)
-  lr = optim.schedule(config.optim, config.steps)
+  writer = writers.MetricWriter(workdir, config.source, config.wandb, config.steps, start_step=start)
 
   def train_batch(step):
-    batch = task.train_batch(step)
-    return sharding.shard_batch(_poison(batch) if step == config.debug.nan_at_step else batch, mesh)
+    return sharding.shard_batch(task.train_batch(step), mesh)
 
   batches = prefetch.prefetch(train_batch, range(start + 1, config.steps + 1))
   record = {}
@@ -100,7 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         record = {"step": step, "examples": examples, "tokens": examples * task.tokens_per_example,
                   "flops": examples * flops_per_example,
                   "train_loss": float(loss), "params": params["total"],
-                  "non_embedding_params": params["non_embedding"], "lr": float(lr(step)),
+                  "non_embedding_params": params["non_embedding"], "lr": float(run.lr(step)),
                   "time": time.time() - t0}
         if step % config.eval_every == 0 or last:
           record.update(evaluate(model, task, mesh))

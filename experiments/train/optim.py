@@ -1,12 +1,12 @@
 """Optimizer: optax AdamW/Adam/SGD with a schedule and per-core muP learning-rate multipliers.
 
-The multipliers (``structured.mup.lr_multipliers``: Adam's or SGD's width rule, times the
+The multipliers (``MuP.lr_multipliers``: Adam's or SGD's width rule, times the
 depth-muP factor) reach optax as labels (``optax.multi_transform``): every distinct multiplier
 is one label whose transform scales the update, so no update code is hand-written here.
 Weight decay is applied to matrices only (ndim >= 2), decoupled as in AdamW, and scaled by
 the same multiplier as the learning rate (PyTorch param-group semantics).
 
-``optim.eps_mup`` (default off; muP with Adam only) gives every parameter the Adam eps
+``mup.eps_mup`` (default off; muP with Adam only) gives every parameter the Adam eps
 ``eps * mup.eps_scales`` (~ 1/width, like its gradient), so eps does not swamp the small
 gradients of wide models (Everett et al. 2024: a fixed eps 1e-8 already matters at moderate
 widths). Adam is invariant to scaling its input gradient except for eps (adam(c g, eps) =
@@ -16,19 +16,48 @@ adam(g, eps / c)), so it is applied by scaling each gradient by 1 / eps_scale be
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
-import ml_collections
 import optax
 from flax import nnx
 
 from experiments.errors import ConfigError
-from structured import mup
+from structured.mup import MuP
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant", "wsd")
 
 
-def schedule(cfg: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """Optimizer ``name`` (adamw, adam or sgd; b1 is SGD's momentum), its hyperparameters,
+  ``grad_clip`` (global norm, 0 = off) and the lr ``schedule`` (see ``schedule``)."""
+  name: str
+  lr: float
+  b1: float
+  b2: float
+  eps: float
+  weight_decay: float
+  grad_clip: float
+  schedule: str
+  warmup_steps: int
+  final_lr_frac: float
+  decay_frac: float
+
+  def __post_init__(self):
+    if self.name not in OPTIMIZERS:
+      raise ConfigError(f"optim.name='{self.name}' is unknown; valid: {list(OPTIMIZERS)}")
+    if self.schedule not in SCHEDULES:
+      raise ConfigError(f"optim.schedule='{self.schedule}' is unknown; valid: {list(SCHEDULES)}")
+
+  @property
+  def mup_rule(self) -> str:
+    """Which muP learning-rate rule the optimizer follows: 'sgd' or 'adam'."""
+    return "sgd" if self.name == "sgd" else "adam"
+
+
+def schedule(cfg: OptimConfig, steps: int) -> optax.Schedule:
   """Linear warmup then cosine to ``lr * final_lr_frac``, constant, or warmup-stable-decay."""
   lr, warmup = cfg.lr, min(cfg.warmup_steps, steps)
   if cfg.schedule == "cosine":
@@ -56,11 +85,6 @@ def _label(mult: float) -> str:
   return f"x{mult:.6g}"
 
 
-def mup_rule(cfg: ml_collections.ConfigDict) -> str:
-  """Which muP learning-rate rule ``optim.name`` follows: 'sgd' or 'adam'."""
-  return "sgd" if cfg.name == "sgd" else "adam"
-
-
 def scale_by_path(factors: dict[tuple, float]) -> optax.GradientTransformation:
   """Scales each parameter's update by ``factors[path]`` (1 if absent): one label per factor."""
   def labels(params):
@@ -69,20 +93,13 @@ def scale_by_path(factors: dict[tuple, float]) -> optax.GradientTransformation:
   return optax.multi_transform({_label(f): optax.scale(f) for f in {*factors.values(), 1.0}}, labels)
 
 
-def make(cfg: ml_collections.ConfigDict, model: nnx.Module, base_model: nnx.Module,
-         parametrization: str, steps: int, depth: tuple[int, int] = (0, 1),
-         ) -> tuple[optax.GradientTransformation, dict[tuple, float]]:
-  """The optax transformation for ``model`` and the per-parameter multipliers it applies.
-
-  ``depth`` is (base_depth, depth) of the model for depth-muP (base_depth 0 = off).
-  """
-  if cfg.name not in OPTIMIZERS:
-    raise ConfigError(f"optim.name='{cfg.name}' is unknown; valid: {list(OPTIMIZERS)}")
-  rule = mup_rule(cfg)
-  mults = mup.lr_multipliers(model, base_model, parametrization, rule,
-                             mup.depth_lr_factor(*depth, rule))
+def make(cfg: OptimConfig, model: nnx.Module, base_model: nnx.Module, mup: MuP, steps: int,
+         depth: int) -> tuple[optax.GradientTransformation, dict[tuple, float], optax.Schedule]:
+  """The optax transformation for ``model`` (``depth`` blocks), the per-parameter lr multipliers
+  it applies (from ``mup``) and its learning-rate schedule."""
+  mults = mup.lr_multipliers(model, base_model, depth)
   lr = schedule(cfg, steps)
-  eps_mup = cfg.get("eps_mup", False) and rule == "adam" and parametrization == "mup"
+  eps_scales = mup.eps_scales(model, base_model)
 
   def is_matrix(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
@@ -94,11 +111,10 @@ def make(cfg: ml_collections.ConfigDict, model: nnx.Module, base_model: nnx.Modu
   decay = cfg.weight_decay if cfg.name == "adamw" else 0.0
   tx = optax.chain(
       optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip else optax.identity(),
-      (scale_by_path({k: 1 / v for k, v in mup.eps_scales(model, base_model).items()})
-       if eps_mup else optax.identity()),
+      (scale_by_path({k: 1 / v for k, v in eps_scales.items()}) if eps_scales else optax.identity()),
       base,
       optax.add_decayed_weights(decay, mask=is_matrix) if decay else optax.identity(),
       scale_by_path(mults),
       optax.scale_by_learning_rate(lr),
   )
-  return tx, mults
+  return tx, mults, lr

@@ -9,11 +9,11 @@ reserved in the mesh; today its size must be 1.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
 import jax
-import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -30,8 +30,16 @@ def maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
-def make_mesh(cfg: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-  sizes = [cfg[a] for a in AXES]
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh sizes per axis of ``AXES``; -1 takes all remaining devices."""
+  data: int
+  fsdp: int
+  tensor: int
+
+
+def make_mesh(cfg: MeshConfig) -> jax.sharding.Mesh:
+  sizes = [getattr(cfg, a) for a in AXES]
   n = jax.device_count()
   if sizes.count(-1) > 1:
     raise ConfigError(f"config.mesh: at most one axis may be -1, got {dict(zip(AXES, sizes))}")

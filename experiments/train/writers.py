@@ -4,11 +4,12 @@ an optional wandb run (offline by default) and a progress line on stdout. Proces
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 
 import jax
-import ml_collections
 
 import runfiles
 
@@ -25,13 +26,21 @@ def model_flops_utilization(flops_per_second: float) -> float | None:
   return flops_per_second / (peak * jax.device_count()) if peak else None
 
 
+@dataclasses.dataclass(frozen=True)
+class WandbConfig:
+  """wandb ``mode`` ('offline', 'online' or 'disabled') and ``project``."""
+  mode: str
+  project: str
+
+
 class MetricWriter:
   """Appends one JSON object per line; a line with ``"final": true`` marks a finished run."""
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict, total_steps: int,
+  def __init__(self, workdir: str, config: dict, wandb_cfg: WandbConfig, total_steps: int,
                start_step: int = 0):
-    """``start_step``: the step training resumes from; later records (from a killed attempt
-    that got past the checkpoint) are dropped so no step is logged twice."""
+    """``config``: the run's config as written to ``config.json``; ``start_step``: the step
+    training resumes from; later records (from a killed attempt that got past the checkpoint)
+    are dropped so no step is logged twice."""
     self.workdir, self.total_steps = workdir, total_steps
     self.active = jax.process_index() == 0
     self._t0, self._last = time.time(), None
@@ -46,11 +55,11 @@ class MetricWriter:
         runfiles.write_line(f, r)
     os.replace(tmp, runfiles.metrics_path(workdir))
     with open(runfiles.config_path(workdir), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    mode = config.wandb.mode
+      json.dump(config, f, indent=2, sort_keys=True)
+    mode = wandb_cfg.mode
     if mode != "disabled":
       import wandb
-      self._wandb = wandb.init(project=config.wandb.project, config=config.to_dict(),
+      self._wandb = wandb.init(project=wandb_cfg.project, config=config,
                                dir=workdir, mode=mode, name=os.path.basename(workdir.rstrip("/")))
 
   def write(self, record: dict) -> None:

@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import runfiles
+from experiments import config as run_config
 from experiments.train import loop as train
 
 CONFIGS = ("mlp_cifar", "vit_cifar", "vit_imagenet", "gpt2_owt")
@@ -30,7 +31,7 @@ def test_runlocal_trains_with_falling_loss(name, tmp_path):
     with config.unlocked():
       config.data.dir = str(tmp_path)
   with tfds.testing.mock_data(num_examples=32):
-    last = train.train_and_evaluate(config, str(tmp_path))
+    last = train.train_and_evaluate(run_config.parse(config), str(tmp_path))
   losses = [r["train_loss"] for r in runfiles.read_metrics(str(tmp_path))]
   assert last["final"] and np.isfinite(last["eval_loss"])
   assert losses[-1] < losses[0], losses

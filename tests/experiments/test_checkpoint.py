@@ -13,6 +13,8 @@ from flax import nnx
 
 from configs import mlp_synthetic
 import runfiles
+from experiments import config as run_config
+from experiments.tasks.synthetic import TeacherStudent
 from experiments import errors
 from experiments.train import checkpoint, loop as train
 
@@ -35,7 +37,8 @@ def _run(workdir):
 
 def _params(workdir):
   config = mlp_synthetic.get_config("runlocal")
-  _, model, optimizer, _, _ = train.build(config)
+  run = train.build(run_config.parse(config))
+  model, optimizer = run.model, run.optimizer
   meta = checkpoint.Checkpointer(str(workdir)).restore_latest(model, optimizer)
   return meta["step"], jax.tree.leaves(nnx.state(model, nnx.Param))
 
@@ -82,24 +85,28 @@ def test_interrupted_run_resumes_bit_for_bit(straight, tmp_path, sig):
 
 def test_corrupt_newest_checkpoint_falls_back(tmp_path):
   config = mlp_synthetic.get_config("runlocal")
-  train.train_and_evaluate(config, str(tmp_path))   # checkpoints at steps 10 and 20
+  train.train_and_evaluate(run_config.parse(config), str(tmp_path))   # checkpoints at steps 10 and 20
   newest = tmp_path / "checkpoints" / "20"
   for root, _, files in os.walk(newest):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  _, model, optimizer, _, _ = train.build(config)
+  run = train.build(run_config.parse(config))
+  model, optimizer = run.model, run.optimizer
   meta = checkpoint.Checkpointer(str(tmp_path)).restore_latest(model, optimizer)
   assert meta["step"] == 10
 
 
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   config = mlp_synthetic.get_config("runlocal")
-  with config.unlocked():
-    config.debug.nan_at_step = 15
+  clean = TeacherStudent.train_batch
+  poisoned = lambda self, step: {k: v * np.nan for k, v in clean(self, step).items()}
+  monkeypatch.setattr(TeacherStudent, "train_batch",
+                      lambda self, step: (poisoned if step == 15 else clean)(self, step))
   with pytest.raises(errors.NonFiniteError, match=r"non-finite gradient at step 15 .*first non-finite "
                      r"gradient: [\w/]+.*checkpoint \(step 10\) is intact"):
-    train.train_and_evaluate(config, str(tmp_path))
-  _, model, optimizer, _, _ = train.build(config)
+    train.train_and_evaluate(run_config.parse(config), str(tmp_path))
+  run = train.build(run_config.parse(config))
+  model, optimizer = run.model, run.optimizer
   assert checkpoint.Checkpointer(str(tmp_path)).restore_latest(model, optimizer)["step"] == 10
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))

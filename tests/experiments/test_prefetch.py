@@ -4,7 +4,6 @@ import threading
 
 import pytest
 
-from experiments import errors
 from experiments.train import prefetch
 
 

@@ -6,15 +6,17 @@ import pytest
 from flax import nnx
 
 from configs import mlp_synthetic
+from experiments import config as run_config
 from experiments import errors
-from experiments.train import loop as train, optim, sharding, step
+from experiments.train import loop as train, sharding, step
 
 
 def _losses(mesh_sizes, kind="btt", steps=20):
   config = mlp_synthetic.get_config(f"runlocal,kind={kind}")
   with config.unlocked():
     config.mesh.update(mesh_sizes)
-  task, model, optimizer, _, mesh = train.build(config)
+  run = train.build(run_config.parse(config))
+  task, model, optimizer, mesh = run.task, run.model, run.optimizer, run.mesh
   losses = []
   for i in range(1, steps + 1):
     loss, _ = step.train_step(model, optimizer, sharding.shard_batch(task.train_batch(i), mesh), task.loss)
@@ -49,8 +51,8 @@ def test_inconsistent_mesh_and_batch_are_clear_errors():
   with config.unlocked():
     config.mesh.data = 16
   with pytest.raises(errors.ConfigError, match="needs 16 devices; 8 are available"):
-    train.build(config)
+    train.build(run_config.parse(config))
   with config.unlocked():
     config.mesh.data, config.batch_size = 8, 12
   with pytest.raises(errors.ConfigError, match="batch_size=12 is not divisible by the data-parallel size 8"):
-    train.build(config)
+    train.build(run_config.parse(config))

@@ -10,6 +10,7 @@ import pytest
 
 from configs import gpt2_bytes, mlp_synthetic
 import runfiles
+from experiments import config as run_config
 from experiments.train import loop as train, step
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -31,7 +32,8 @@ def _config(**overrides):
 def test_two_steps_lower_the_loss(kind):
   config = _config(**{"model.kind": kind, "optim.warmup_steps": 0, "optim.schedule": "constant",
                       "optim.lr": 1e-2})
-  task, model, optimizer, _, _ = train.build(config)
+  run = train.build(run_config.parse(config))
+  task, model, optimizer = run.task, run.model, run.optimizer
   batch = task.train_batch(0)
   before = float(step.eval_step(model, batch, task.loss)["loss"])
   for _ in range(2):
@@ -42,8 +44,9 @@ def test_two_steps_lower_the_loss(kind):
 
 def test_flops_are_examples_times_three_forward(tmp_path):
   config = _config(**{"model.kind": "btt", "model.width": 64, "steps": 10})
-  train.train_and_evaluate(config, str(tmp_path))
-  _, model, _, _, _ = train.build(config)
+  train.train_and_evaluate(run_config.parse(config), str(tmp_path))
+  run = train.build(run_config.parse(config))
+  model = run.model
   per_example = model.flops_per_example()
   layers = [model.embed, model.readout] + [l for b in model.blocks for l in (b.up, b.down)]
   assert per_example == sum(l.flops_per_token() for l in layers)
@@ -59,7 +62,8 @@ def test_flops_are_examples_times_three_forward(tmp_path):
 
 def test_language_eval_reports_bits_per_token_and_per_byte():
   config = gpt2_bytes.get_config("runlocal")
-  task, model, _, _, mesh = train.build(config)
+  run = train.build(run_config.parse(config))
+  task, model, mesh = run.task, run.model, run.mesh
   metrics = train.evaluate(model, task, mesh)
   assert metrics["eval_bits_per_token"] == pytest.approx(metrics["eval_loss"] / math.log(2))
   assert metrics["eval_bits_per_byte"] == metrics["eval_bits_per_token"]   # a byte is a token

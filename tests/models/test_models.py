@@ -11,12 +11,12 @@ from flax import nnx
 
 from configs import gpt2_bytes, mlp_fashion, mlp_synthetic
 import runfiles
-from experiments import errors
-from experiments.tasks import build as data, images
+from experiments import config as run_config, coord_check, errors
+from experiments.tasks import images
 from experiments.train import loop as train, sharding, step
 from models import factory
 from structured import StructureError, mup
-from structured.base import record_outputs
+from structured.mup import MuP
 
 CONFIGS = {"mlp_synthetic": mlp_synthetic, "gpt2_bytes": gpt2_bytes, "mlp_fashion": mlp_fashion}
 HAVE_FASHION = os.path.exists(os.path.join(images.FASHION_MNIST, "t10k-labels-idx1-ubyte.gz"))
@@ -25,6 +25,14 @@ HAVE_FASHION = os.path.exists(os.path.join(images.FASHION_MNIST, "t10k-labels-id
 def _skip_without_data(name):
   if name == "mlp_fashion" and not HAVE_FASHION:
     pytest.skip(f"Fashion-MNIST not installed at {images.FASHION_MNIST} (make data)")
+
+
+def build(cfg, spec, *, base_depth=0, zero_init=False, parametrization="mup"):
+  """``factory.build`` of a model ConfigDict section; muP against width 32, zero-init off so
+  outputs are not trivially zero."""
+  mup = MuP(parametrization=parametrization, base_width=32, base_depth=base_depth, rule="adam",
+            eps_mup=False, zero_init=zero_init)
+  return factory.build(run_config.parse_model(cfg), spec, nnx.Rngs(0), mup)
 
 
 def _xla_flops(model, x):
@@ -37,7 +45,7 @@ def _xla_flops(model, x):
 def test_gpt2_flops_match_xla(kind, width):
   config = gpt2_bytes.get_config(f"kind={kind},width={width},depth=2,heads=8")
   spec = {"vocab": 256, "seq_len": 64}
-  model = factory.build(config.model, spec, nnx.Rngs(0))
+  model = build(config.model, spec)
   tokens = jnp.zeros((4, 64), jnp.int32)
   # XLA also counts softmax, layer norms and GELU (~20 FLOPs per element), which the model
   # count leaves out as Chinchilla does; they are < 5% of the total at these widths (BTT's
@@ -54,8 +62,8 @@ def test_param_counts_leave_out_masked_zeros():
   """A 2:4 sparse FFN stores dense weights but learns half of them; the counts (and the
   trainer's ``params`` metric) say so."""
   spec = {"vocab": 256, "seq_len": 16}
-  dense, sparse = (factory.build(gpt2_bytes.get_config(f"kind={kind},width=64,depth=2,heads=2"
-                                                       ",layers=ffn").model, spec, nnx.Rngs(0))
+  dense, sparse = (build(gpt2_bytes.get_config(f"kind={kind},width=64,depth=2,heads=2"
+                                               ",layers=ffn").model, spec)
                    for kind in ("dense", "nm_sparse"))
   ffn_weights = 2 * 2 * 64 * 256   # depth x (up + down) x width x 4 width
   assert (sparse.param_counts()["non_embedding"]
@@ -65,7 +73,7 @@ def test_param_counts_leave_out_masked_zeros():
 
 def test_mlp_flops_match_xla():
   config = mlp_synthetic.get_config("kind=dense,width=256")   # BTT layers: tests/structured
-  model = factory.build(config.model, {"d_in": 16, "d_out": 4}, nnx.Rngs(0))
+  model = build(config.model, {"d_in": 16, "d_out": 4})
   x = jnp.zeros((32, 16))
   assert _xla_flops(model, x) == pytest.approx(32 * model.flops_per_example(), rel=0.05)
 
@@ -82,7 +90,8 @@ def test_golden_one_step(name):
   with config.unlocked():
     config.mesh.data = 1
     config.optim.warmup_steps = 0   # a full-size step, so the golden loss moves off its init value
-  task, model, optimizer, _, mesh = train.build(config)
+  run = train.build(run_config.parse(config))
+  task, model, optimizer, mesh = run.task, run.model, run.optimizer, run.mesh
   batch = sharding.shard_batch(task.train_batch(1), mesh)
   step.train_step(model, optimizer, batch, task.loss)
   loss = float(step.eval_step(model, batch, task.loss)["loss"])
@@ -95,7 +104,7 @@ def test_golden_one_step(name):
 def test_runlocal_trains_and_loss_decreases(name, tmp_path):
   _skip_without_data(name)
   config = CONFIGS[name].get_config("runlocal,kind=btt")
-  train.train_and_evaluate(config, str(tmp_path))
+  train.train_and_evaluate(run_config.parse(config), str(tmp_path))
 
   losses = [r["train_loss"] for r in runfiles.read_metrics(str(tmp_path))]
   assert losses[-1] < losses[0]
@@ -106,7 +115,8 @@ def test_gpt2_data_parallel_and_fsdp_match_one_device():
     config = gpt2_bytes.get_config("runlocal,kind=btt")
     with config.unlocked():
       config.mesh.update(mesh_sizes)
-    task, model, optimizer, _, mesh = train.build(config)
+    run = train.build(run_config.parse(config))
+    task, model, optimizer, mesh = run.task, run.model, run.optimizer, run.mesh
     out = [float(step.train_step(model, optimizer, sharding.shard_batch(task.train_batch(i), mesh),
                                  task.loss)[0]) for i in range(1, 21)]
     return np.array(out), model
@@ -124,7 +134,7 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
     config.data.dir = str(tmp_path)
   with pytest.raises(errors.DataError, match=f"Fashion-MNIST not found: looked for .*{tmp_path}.*"
                      "apt-get install dataset-fashion-mnist"):
-    train.build(config)
+    train.build(run_config.parse(config))
 
 
 # --- model options: per-layer overrides, compute dtype, dropout, depth-muP ---------------
@@ -132,8 +142,8 @@ def test_missing_dataset_is_one_clear_error(tmp_path):
 def _tiny(name, **kw):
   """A tiny model config of ``name`` with every field the factory reads."""
   cfg = dict(name=name, kind="dense", width=32, depth=1, heads=2, expansion=4, layers="all",
-             use_bias=False, qk_norm=True, tie_embeddings=False, base_width=32, structure={},
-             patch=4, pool="cls")
+             use_bias=False, qk_norm=True, tie_embeddings=False, structure={},
+             patch=4, pool="cls", overrides={}, dropout=0.0, dtype="float32")
   return ml_collections.ConfigDict(dict(cfg, **kw))
 
 
@@ -146,14 +156,14 @@ TINY_INPUTS = {"mlp": jnp.ones((2, 16)), "gpt2": jnp.arange(16).reshape(2, 8) % 
 def test_overrides_change_exactly_the_named_layer_types():
   overrides = {"attn": {"kind": "low_rank", "rank_frac": 0.25}, "head": {"kind": "dense"}}
   cfg = _tiny("vit", kind="btt", structure={"rank": 1}, overrides=overrides)
-  model = factory.build(cfg, TINY_SPECS["vit"], nnx.Rngs(0))
+  model = build(cfg, TINY_SPECS["vit"])
   kinds = {path: type(layer).kind for path, layer in mup.structured_layers(model).items()}
   expected = {"embed": "btt", "attn": "low_rank", "ffn": "btt", "head": "dense"}
   assert kinds == {path: expected[path[0]] for path in kinds}
   assert {model.attn[0].q.rank, model.attn[0].o.rank} == {8}   # ceil(0.25 * 32)
   # without overrides the same config structures attention with btt
   cfg.overrides = {}
-  plain = factory.build(cfg, TINY_SPECS["vit"], nnx.Rngs(0))
+  plain = build(cfg, TINY_SPECS["vit"])
   assert type(plain.attn[0].q).kind == "btt" and type(plain.head).kind == "btt"
 
 
@@ -169,18 +179,19 @@ def test_overrides_change_exactly_the_named_layer_types():
      r"no hyperparameter\(s\) \['rnk'\]; valid: \['rank', 'rank_frac'\]"),
 ])
 def test_override_typos_are_one_clear_error(name, overrides, message):
-  with pytest.raises(StructureError, match=message):
-    factory.build(_tiny(name, overrides=overrides), TINY_SPECS[name], nnx.Rngs(0))
+  with pytest.raises(errors.USER_ERRORS, match=message):
+    build(_tiny(name, overrides=overrides), TINY_SPECS[name])
 
 
 @pytest.mark.parametrize("field,value,message", [
     ("dtype", "float16", r"model.dtype='float16' is unknown; valid: \['float32', 'bfloat16'\]"),
     ("dropout", 1.0, r"model.dropout=1.0 must be in \[0, 1\)"),
-    ("base_depth", -1, r"model.base_depth=-1 must be an int >= 0"),
 ])
 def test_bad_model_option_is_one_clear_error(field, value, message):
   with pytest.raises(StructureError, match=message):
-    factory.build(_tiny("mlp", **{field: value}), TINY_SPECS["mlp"], nnx.Rngs(0))
+    build(_tiny("mlp", **{field: value}), TINY_SPECS["mlp"])
+  with pytest.raises(StructureError, match=r"mup.base_depth=-1 must be an int >= 0"):
+    build(_tiny("mlp"), TINY_SPECS["mlp"], base_depth=-1)
 
 
 def _forward(model, x):
@@ -189,23 +200,22 @@ def _forward(model, x):
 
 @pytest.mark.parametrize("name", ["gpt2", "vit"])
 def test_bfloat16_forward_is_close_to_float32(name):
-  f32 = factory.build(_tiny(name, kind="btt"), TINY_SPECS[name], nnx.Rngs(0))
-  bf16 = factory.build(_tiny(name, kind="btt", dtype="bfloat16"), TINY_SPECS[name], nnx.Rngs(0))
-  with record_outputs() as recorded:   # traced under jit: the recorded outputs carry dtypes
-    logits = _forward(bf16, TINY_INPUTS[name])
-  reference = _forward(f32, TINY_INPUTS[name])
+  f32 = build(_tiny(name, kind="btt"), TINY_SPECS[name])
+  bf16 = build(_tiny(name, kind="btt", dtype="bfloat16"), TINY_SPECS[name])
+  logits, reference = _forward(bf16, TINY_INPUTS[name]), _forward(f32, TINY_INPUTS[name])
+  recorded = coord_check.layer_outputs(bf16, TINY_INPUTS[name])
   assert logits.dtype == jnp.float32
   assert {p.dtype for p in jax.tree.leaves(nnx.state(bf16, nnx.Param))} == {jnp.dtype(jnp.float32)}
   assert len(recorded) == len(mup.structured_layers(bf16))
-  assert {y.dtype for _, y in recorded} == {jnp.dtype(jnp.bfloat16)}   # the layers ran in bf16
+  assert {y.dtype for y in recorded.values()} == {jnp.dtype(jnp.bfloat16)}   # the layers ran in bf16
   error = jnp.linalg.norm(logits - reference) / jnp.linalg.norm(reference)
   assert 1e-4 < error < 3e-2   # bf16 rounding (8 mantissa bits): visible, and small
 
 
 def test_dropout_eval_mode_equals_no_dropout_and_train_mode_differs():
   x, spec = TINY_INPUTS["gpt2"], TINY_SPECS["gpt2"]   # ViT shares the blocks and embedding dropout
-  plain = factory.build(_tiny("gpt2"), spec, nnx.Rngs(0))
-  model = factory.build(_tiny("gpt2", dropout=0.5), spec, nnx.Rngs(0))
+  plain = build(_tiny("gpt2"), spec)
+  model = build(_tiny("gpt2", dropout=0.5), spec)
   assert not jax.tree.leaves(nnx.state(plain, nnx.RngState))   # rate 0: no dropout state at all
   assert jax.tree.all(jax.tree.map(jnp.array_equal, nnx.state(model, nnx.Param),
                                    nnx.state(plain, nnx.Param)))   # same seed, same weights
@@ -226,13 +236,12 @@ def _residual_rms(model, x):
 
 def test_depth_mup_branch_scale_keeps_the_residual_stream_order_one():
   for name, per_layer in (("mlp", 1), ("gpt2", 2), ("vit", 2)):
-    model = factory.build(_tiny(name, depth=8, base_depth=2), TINY_SPECS[name], nnx.Rngs(0))
-    scales = [node.branch_scale for _, node in nnx.iter_graph(model)
-              if hasattr(node, "branch_scale")]
+    model = build(_tiny(name, depth=8), TINY_SPECS[name], base_depth=2)
+    scales = [branch.branch_scale for branch in mup.residual_branches(model).values()]
     assert scales == [pytest.approx(0.5)] * (per_layer * 8)   # sqrt(2 / 8) on every branch
   x = jax.random.normal(jax.random.key(0), (256, 16))
-  rms = {(depth, base): _residual_rms(factory.build(_tiny("mlp", depth=depth, base_depth=base),
-                                                    TINY_SPECS["mlp"], nnx.Rngs(0)), x)
+  rms = {(depth, base): _residual_rms(build(_tiny("mlp", depth=depth), TINY_SPECS["mlp"],
+                                                  base_depth=base), x)
          for depth in (2, 16) for base in (0, 2)}
   assert rms[16, 2] / rms[2, 2] == pytest.approx(1.0, abs=0.1)   # O(1) in depth
   assert rms[16, 0] / rms[2, 0] > 1.3   # grows ~ sqrt(depth) without the branch multiplier

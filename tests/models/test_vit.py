@@ -9,17 +9,27 @@ import pytest
 from flax import nnx
 
 from experiments.train import step
+from experiments import config as run_config
 from models import factory
 from structured import StructureError, mup
+from structured.mup import MuP
 
 SPEC = {"image_shape": (16, 16, 3), "d_in": 16 * 16 * 3, "d_out": 10}
 
 
 def vit_config(**kw):
   cfg = dict(name="vit", kind="dense", width=32, depth=1, heads=2, patch=4, pool="cls",
-             expansion=4, layers="all_but_last", use_bias=False, qk_norm=True, base_width=32,
-             structure={})
+             expansion=4, layers="all_but_last", use_bias=False, qk_norm=True, structure={},
+             overrides={}, dropout=0.0, dtype="float32")
   return ml_collections.ConfigDict(dict(cfg, **kw))
+
+
+def build(cfg, spec, *, base_depth=0, zero_init=False, parametrization="mup"):
+  """``factory.build`` of a model ConfigDict section; muP against width 32, zero-init off so
+  outputs are not trivially zero."""
+  mup = MuP(parametrization=parametrization, base_width=32, base_depth=base_depth, rule="adam",
+            eps_mup=False, zero_init=zero_init)
+  return factory.build(run_config.parse_model(cfg), spec, nnx.Rngs(0), mup)
 
 
 def _xla_flops(model, x):
@@ -30,7 +40,7 @@ def _xla_flops(model, x):
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])
 def test_vit_shapes_pooling_and_flat_input(pool):
-  model = factory.build(vit_config(pool=pool), SPEC, nnx.Rngs(0))
+  model = build(vit_config(pool=pool), SPEC)
   x = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
   forward = nnx.jit(lambda m, v: m(v))
   logits = forward(model, x)
@@ -46,7 +56,7 @@ def test_vit_shapes_pooling_and_flat_input(pool):
 @pytest.mark.parametrize("kind,width", [("dense", 256), ("btt", 4096)])
 def test_vit_flops_match_xla_and_param_split(kind, width):
   cfg = vit_config(kind=kind, width=width, depth=2, heads=4, layers="all")
-  model = factory.build(cfg, SPEC, nnx.Rngs(0))
+  model = build(cfg, SPEC)
   x = jnp.zeros((2, 16, 16, 3))
   # XLA also counts norms, softmax and GELU, which the model count leaves out: < 5% here
   # (BTT matmuls shrink as d^1.5, so it needs the larger width; at 1024 they are 4.97%)
@@ -63,11 +73,11 @@ def test_vit_flops_match_xla_and_param_split(kind, width):
 def test_vit_bad_patch_or_pool_is_one_clear_error():
   with pytest.raises(StructureError,
                      match=r"patch=5 does not tile 16x16 .*valid patch sizes: \[1, 2, 4, 8, 16\]"):
-    factory.build(vit_config(patch=5), SPEC, nnx.Rngs(0))
+    build(vit_config(patch=5), SPEC)
   with pytest.raises(StructureError, match=r"pool='max' is unknown; valid: \['cls', 'mean'\]"):
-    factory.build(vit_config(pool="max"), SPEC, nnx.Rngs(0))
+    build(vit_config(pool="max"), SPEC)
   with pytest.raises(StructureError, match="needs an image task"):
-    factory.build(vit_config(), {"d_in": 768, "d_out": 10}, nnx.Rngs(0))
+    build(vit_config(), {"d_in": 768, "d_out": 10})
 
 
 # Golden value: loss after one Adam step of a tiny BTT ViT from a fixed seed. If a deliberate
@@ -78,8 +88,7 @@ GOLDEN_VIT = 2.068396
 
 def test_vit_golden_one_step():
   cfg = vit_config(kind="btt", structure={"rank": 1})
-  model = factory.build(cfg, SPEC, nnx.Rngs(0))
-  mup.apply_init(model, "mup")
+  model = build(cfg, SPEC, zero_init=True)
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
   rng = np.random.default_rng(0)
   batch = {"x": jnp.asarray(rng.normal(size=(8, 16, 16, 3)), jnp.float32),

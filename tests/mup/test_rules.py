@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from configs import mlp_synthetic
+from experiments import config as run_config
 from experiments.train import loop as train, optim, step
 from models import factory
 from structured import mup
@@ -19,7 +20,8 @@ def _config(optimizer="adamw", base_depth=0, **optim_overrides):
   config = mlp_synthetic.get_config(f"kind=low_rank,rank=8,width={WIDTH},depth={DEPTH},layers=ffn")
   with config.unlocked():
     config.batch_size, config.mesh.data = 8, 1
-    config.model.base_depth = base_depth
+    config.mup.base_depth = base_depth
+    config.mup.eps_mup = optim_overrides.pop("eps_mup", False)
     config.optim.name = optimizer
     config.optim.update(optim_overrides)
   return config
@@ -33,7 +35,8 @@ def _base_dims(d_in, d_out):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_width_and_depth_multipliers_follow_the_rules(optimizer):
-  _, model, _, mults, _ = train.build(_config(optimizer, base_depth=BASE_DEPTH))
+  run = train.build(run_config.parse(_config(optimizer, base_depth=BASE_DEPTH)))
+  model, mults = run.model, run.mults
   depth_factor = math.sqrt(BASE_DEPTH / DEPTH) if optimizer == "adamw" else 1.0
   branch_paths = list(mup.residual_branches(model))
   assert len(branch_paths) == DEPTH
@@ -58,19 +61,38 @@ def test_width_and_depth_multipliers_follow_the_rules(optimizer):
   assert mults[("readout", "bias")] == 1.0
 
 
+def _mup(base_depth=0, rule="adam", parametrization="mup"):
+  return mup.MuP(parametrization=parametrization, base_width=BASE_WIDTH, base_depth=base_depth,
+                 rule=rule, eps_mup=False, zero_init=True)
+
+
 def test_depth_factor_is_one_without_base_depth_and_for_sgd():
-  assert mup.depth_lr_factor(0, 16) == 1.0
-  assert mup.depth_lr_factor(2, 8, "sgd") == 1.0
-  assert mup.depth_lr_factor(2, 8, "adam") == 0.5
+  assert _mup(0).depth_lr_factor(16) == 1.0
+  assert _mup(2, "sgd").depth_lr_factor(8) == 1.0
+  assert _mup(2, "adam").depth_lr_factor(8) == 0.5
+  assert _mup(2, "sgd").branch_scale(8) == 0.5
   with pytest.raises(mup.StructureError, match=r"valid: \['adam', 'sgd'\]"):
-    mup.depth_lr_factor(2, 8, "lion")
+    _mup(2, "lion")
+  with pytest.raises(mup.StructureError, match=r"mup.parametrization='sp' is unknown"):
+    _mup(parametrization="sp")
+
+
+def test_mup_owns_init_scale_zero_init_and_logit_scale():
+  assert _mup().core_std(64, 256) == pytest.approx(64**-0.5)
+  assert _mup().core_std(256, 64) == pytest.approx(256**-0.5 * 0.5)
+  assert _mup(parametrization="standard").core_std(256, 64) == pytest.approx(256**-0.5)
+  assert _mup().starts_at_zero("readout") and not _mup().starts_at_zero("hidden")
+  assert not _mup(parametrization="standard").starts_at_zero("readout")
+  assert _mup().attention_logit_scale(16) == 1 / 16
+  assert _mup(parametrization="standard").attention_logit_scale(16) == 0.25
 
 
 def test_standard_parametrization_has_unit_width_multipliers():
   config = _config("sgd")
   with config.unlocked():
     config.mup.parametrization = "standard"
-  _, _, _, mults, _ = train.build(config)
+  run = train.build(run_config.parse(config))
+  mults = run.mults
   assert set(mults.values()) == {1.0}
 
 
@@ -80,8 +102,10 @@ def test_eps_mup_is_adam_with_per_parameter_eps():
   eps = 1e-4
   config = _config("adam", eps=eps, eps_mup=True, b1=0.0, b2=0.0, grad_clip=0.0,
                    warmup_steps=0, schedule="constant", lr=1.0)
-  task, model, optimizer, mults, _ = train.build(config)
-  scales = mup.eps_scales(model, factory.build_base(config.model, task.spec))
+  run = train.build(run_config.parse(config))
+  task, model, optimizer, mults = run.task, run.model, run.optimizer, run.mults
+  typed = run_config.parse(config)
+  scales = typed.mup.eps_scales(model, factory.build_base(typed.model, task.spec, typed.mup))
   assert scales[("blocks", 0, "down", "v")] == pytest.approx(BASE_WIDTH / WIDTH)   # fan_out 128 vs 64
   assert scales[("readout", "w")] == 1.0   # fan_out d_out = 4 at every width
   batch = task.train_batch(0)

@@ -8,13 +8,18 @@ import pytest
 from flax import nnx
 
 import structured
-from structured import StructureError, mup
+from structured import StructureError
+from structured.mup import MuP
 from structured.sparse_lowrank import Support
 
 CASES = [("blast", {"blocks": 2, "blocks_out": 4, "rank": 3}),
          ("sparse_lowrank", {"rank": 3, "density": 0.1}),
          ("sparse_lowrank", {"rank": 3, "density": 0.1, "impl": "gather"})]
 SHAPES = [(32, 32), (32, 96), (96, 32)]
+
+MUP = MuP(parametrization="mup", base_width=64, base_depth=0, rule="adam", eps_mup=False,
+          zero_init=True)
+
 
 
 def rel_err(a, b):
@@ -129,8 +134,7 @@ def test_init_output_rms_does_not_depend_on_width():
 
 @pytest.mark.parametrize("kind", ["blast", "sparse_lowrank"])
 def test_mup_zero_init_roles_start_at_zero(kind):
-  layer = structured.make(kind, 32, 96, rngs=nnx.Rngs(0), role="residual_out")
-  mup.apply_init(layer, "mup")
+  layer = structured.make(kind, 32, 96, rngs=nnx.Rngs(0), role="residual_out", mup=MUP)
   assert not np.asarray(layer.to_dense()).any()
 
 

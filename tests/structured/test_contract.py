@@ -8,12 +8,17 @@ from flax import nnx
 
 import structured
 from pallas_kernels import backend
-from structured import StructureError, mup
+from structured import StructureError
+from structured.mup import MuP
 from structured.masked import Mask
 
 SHAPES = [(64, 64), (64, 144), (144, 64)]
 HPARAMS = {"low_rank": {"rank": 3}, "btt": {"rank": 2}, "monarch": {"blocks": 4},
            "kronecker": {"factors": 2}}
+
+MUP = MuP(parametrization="mup", base_width=64, base_depth=0, rule="adam", eps_mup=False,
+          zero_init=True)
+
 
 
 @pytest.mark.parametrize("kind", sorted(structured.FAMILIES))
@@ -40,8 +45,8 @@ def test_num_params_counts_the_leaves(kind):
 def test_mup_zero_init_zeroes_the_output_and_nothing_else(kind, role):
   """muP starts residual-branch outputs and the readout at zero: every term of a sum family
   (sparse + low-rank) too, while the other cores keep their init so gradients reach them."""
-  layer = structured.make(kind, 64, 144, role=role, rngs=nnx.Rngs(0), **HPARAMS.get(kind, {}))
-  mup.apply_init(layer, "mup")
+  layer = structured.make(kind, 64, 144, role=role, rngs=nnx.Rngs(0), mup=MUP,
+                          **HPARAMS.get(kind, {}))
   assert not jnp.any(layer.to_dense())
   zeroed = set(layer.zero_init_cores())
   for core in layer.cores():

@@ -10,7 +10,7 @@ from flax import nnx
 
 import structured
 from structured import StructureError
-from structured.__main__ import PRESETS, main
+from benchmarks.structured_layers import PRESETS, main
 from structured.einsum import CORNERS, Einsum, dims_for
 
 INTERIOR = [(0.5, 0.25, 0.25, 0.25, 0.5, 0.25, 0.25),    # ES 'g2'
@@ -124,7 +124,7 @@ def test_benchmark_lists_every_family_with_its_params(tmp_path, capsys):
   rows = main(["--dims", "64", "--batch", "2", "--repeats", "1", "--out", str(out)])
   assert sorted(r["kind"] for r in rows) == sorted(structured.FAMILIES)
   text, printed = out.read_text(), capsys.readouterr().out
-  assert "Command: `python -m structured --dims 64" in text and "### d = 64" in printed
+  assert "Command: `python -m benchmarks.structured_layers --dims 64" in text and "### d = 64" in printed
   for r in rows:
     assert f"| {r['kind']} |" in text and f"| {r['kind']} |" in printed
     if r["note"]:

@@ -1,4 +1,4 @@
-"""python -m analysis.bench_bootstrap [--n 1000] [--data PATH]
+"""python -m benchmarks.bootstrap_epoch [--n 1000] [--data PATH]
 
 Times Chinchilla Approach 3 on Epoch AI's extraction of Chinchilla's Figure 4 (240 points after
 dropping the 5 highest losses): the full 4,500-start fit, then ``n`` bootstrap refits

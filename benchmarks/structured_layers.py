@@ -1,6 +1,6 @@
 """Benchmark every registered family on square d x d layers: params, FLOPs and fwd+bwd time.
 
-  python -m structured [--dims 256 512 1024 2048 4096] [--kinds btt low_rank ...] [--batch 256]
+  python -m benchmarks.structured_layers [--dims 256 512 1024 2048 4096] [--kinds btt low_rank ...] [--batch 256]
                        [--repeats 5] [--out PATH]
 
 Each family is built with its preset in PRESETS (its defaults otherwise). Time is the median
@@ -87,7 +87,7 @@ def markdown(d: int, rows: list[dict], batch: int) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog="python -m structured",
+      prog="python -m benchmarks.structured_layers",
       description="Params, FLOPs/token and measured forward+backward time of every registered "
                   "structured family at square d x d widths, relative to dense.")
   parser.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS),
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   """Prints (and with --out writes) one markdown table per width; returns every row."""
   args = parse_args(argv)
   kinds = ["dense"] + [k for k in args.kinds if k != "dense"]
-  command = " ".join(["python -m structured", *(sys.argv[1:] if argv is None else argv)])
+  command = " ".join(["python -m benchmarks.structured_layers", *(sys.argv[1:] if argv is None else argv)])
   header = (f"# Structured families: params, FLOPs and forward+backward time\n\n"
             f"Command: `{command}`\n\n"
             f"Device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax "

@@ -1,0 +1,1 @@
+"""Benchmark scripts: each times something and prints (and saves under results/) a table."""

@@ -1,0 +1,127 @@
+"""The typed config boundary: the ConfigDict (configs/*.py, CLI overrides, sweeps) becomes frozen
+dataclasses here, once, before any work or file write. Below this module nothing reads a
+ConfigDict and no setting has a fallback default: every key comes from the config file
+(configs/common.py holds the shared defaults), unknown and missing keys are one ``ConfigError``
+naming the key, and each section checks its own values.
+
+Sections and their owners: ``model`` -> models.factory.ModelConfig, ``data`` ->
+experiments.tasks.build (one dataclass per task), ``optim`` -> experiments.train.optim.OptimConfig,
+``mup`` -> structured.mup.MuP (built with the optimizer's rule), ``mesh`` ->
+experiments.train.sharding.MeshConfig, ``wandb`` -> experiments.train.writers.WandbConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Mapping
+
+from configs.structure import StructureSpec
+from experiments.errors import ConfigError
+from experiments.tasks.build import DATA_SECTIONS
+from experiments.train.optim import OptimConfig
+from experiments.train.sharding import MeshConfig
+from experiments.train.writers import WandbConfig
+from models.factory import ModelConfig
+from structured.mup import MuP
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """One run: duration and cadences (steps), its sections, and ``source``: the config as plain
+  dicts, exactly what ``config.json`` records."""
+
+  seed: int
+  steps: int
+  batch_size: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  max_to_keep: int
+  model: ModelConfig
+  data: Any
+  optim: OptimConfig
+  mup: MuP
+  mesh: MeshConfig
+  wandb: WandbConfig
+  source: dict = dataclasses.field(compare=False, repr=False)
+
+
+def _fields(cls, mapping: Mapping, where: str, skip=()) -> dict[str, Any]:
+  """``mapping``'s values for the fields of ``cls``, checked: no unknown or missing key, and
+  each value of the field's type (an int is accepted for a float)."""
+  hints = typing.get_type_hints(cls)
+  fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+  unknown = sorted(set(mapping) - set(fields))
+  if unknown:
+    raise ConfigError(f"unknown config key '{_join(where, unknown[0])}'; valid keys under "
+                      f"{where or 'the top level'}: {sorted(fields)}")
+  values = {}
+  for name, field in fields.items():
+    key = _join(where, name)
+    if name not in mapping:
+      if field.default is dataclasses.MISSING:
+        raise ConfigError(f"config key '{key}' is missing; add it to the config (configs/common.py "
+                          f"holds the shared defaults)")
+      continue
+    values[name] = _check_type(mapping[name], hints[name], key)
+  return values
+
+
+def _check_type(value, kind, key: str):
+  if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if kind in (int, float, bool, str) and (type(value) is not kind):
+    raise ConfigError(f"config key '{key}' must be {kind.__name__}, got {value!r}")
+  return value
+
+
+def _join(where: str, key: str) -> str:
+  return f"{where}.{key}" if where else key
+
+
+def _plain(node) -> Any:
+  return {k: _plain(v) for k, v in node.items()} if hasattr(node, "items") else node
+
+
+def parse_model(node: Mapping) -> ModelConfig:
+  """The typed model section of a ConfigDict's ``model``."""
+  values = _fields(ModelConfig, {k: v for k, v in node.items() if k not in ("kind", "structure")},
+                   "model", skip=("structure",))
+  if "kind" not in node:
+    raise ConfigError("config key 'model.kind' is missing")
+  if "structure" not in node:
+    raise ConfigError("config key 'model.structure' is missing")
+  values["structure"] = StructureSpec.from_mapping({**dict(node["structure"]), "kind": node["kind"]},
+                                                   "model.structure")
+  try:
+    values["overrides"] = tuple(sorted(
+        (layer_type, StructureSpec.from_mapping(spec, f"model.overrides.{layer_type}"))
+        for layer_type, spec in dict(node["overrides"]).items()))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  return ModelConfig(**values)
+
+
+def _data(node: Mapping):
+  name = node["name"] if "name" in node else None
+  if name not in DATA_SECTIONS:
+    raise ConfigError(f"data.name='{name}' is unknown; valid: {list(DATA_SECTIONS)}")
+  return DATA_SECTIONS[name](**_fields(DATA_SECTIONS[name], node, "data"))
+
+
+def parse(config: Mapping) -> RunConfig:
+  """The typed, checked run config of a ConfigDict (or nested dict)."""
+  config = _plain(config)
+  sections = {"model", "data", "optim", "mup", "mesh", "wandb"}
+  top = _fields(RunConfig, {k: v for k, v in config.items() if k not in sections}, "",
+                skip=sections | {"source"})
+  for name in sections:
+    if name not in config:
+      raise ConfigError(f"config section '{name}' is missing")
+  optim = OptimConfig(**_fields(OptimConfig, config["optim"], "optim"))
+  mup = MuP(rule=optim.mup_rule, **_fields(MuP, config["mup"], "mup", skip=("rule",)))
+  return RunConfig(**top, model=parse_model(config["model"]), data=_data(config["data"]), optim=optim,
+                   mup=mup, mesh=MeshConfig(**_fields(MeshConfig, config["mesh"], "mesh")),
+                   wandb=WandbConfig(**_fields(WandbConfig, config["wandb"], "wandb")),
+                   source=config)
