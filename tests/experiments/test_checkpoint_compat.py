@@ -26,6 +26,7 @@ def test_old_checkpoint_restores_and_continues_bitwise(tmp_path):
   config = mlp_synthetic.get_config("kind=btt,rank=1,runlocal")
   with config.unlocked():
     config.steps, config.checkpoint_every, config.log_every = 30, 10, 1
+    config.mesh.data = 1   # the fixture ran on one device (summation order)
   loop.train_and_evaluate(run_config.parse(config), str(tmp_path))
   resumed = runfiles.read_metrics(str(tmp_path))
   assert [r["step"] for r in resumed] == list(range(1, 31))
