@@ -2,12 +2,12 @@
 
 import importlib
 import inspect
+import os
 import pkgutil
 
 import jax.numpy as jnp
 from flax import nnx
 
-import structured
 from structured.base import StructuredLinear, StructureError, core_std_rule
 
 
@@ -16,7 +16,7 @@ def _discover() -> dict[str, type[StructuredLinear]]:
 
   A new family is one new file: no list to keep in sync.
   """
-  for module in pkgutil.iter_modules(structured.__path__):
+  for module in pkgutil.iter_modules([os.path.dirname(__file__)]):
     importlib.import_module(f"structured.{module.name}")
   found, todo = {}, list(StructuredLinear.__subclasses__())
   while todo:
