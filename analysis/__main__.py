@@ -1,9 +1,9 @@
 """python -m analysis SWEEP_DIR [SWEEP_DIR ...] --out DIR
 
-Loads every run under the given sweep (or run) directories, takes each family's compute
-frontier (lower envelope of eval loss vs cumulative training FLOPs), fits
-L(C) = E + A C^-alpha per family (summed Huber on log-loss, multi-start L-BFGS) with bootstrap
-CIs over runs, and writes to DIR:
+Loads every run under the given sweep (or run) directories and fits each family's compute
+frontier L(C) = E + A C^-alpha (by default derived from a joint L(N, D) fit of all its
+evaluations, with a parametric residual bootstrap; --method picks another) with 95% CIs, and
+writes to DIR:
 
   scaling.png      loss vs compute (log-log): frontiers, fitted curves, 95% bands
   summary.md       per family: alpha and E with 95% CIs, compute multiplier vs the reference
@@ -11,8 +11,10 @@ CIs over runs, and writes to DIR:
   fit_report.md    convergence, multiplier vs loss, exponent differences, hold-out errors
   multiplier.png, residuals.png, exponents.png
 
-Runs with a non-finite loss are excluded and listed. Exits non-zero with one message when
-the input cannot be analysed (no runs, a family with a single run, ...).
+Runs that cannot be used (unreadable config.json, no metrics, a non-finite loss) are left
+out and listed with the reason, unfinished ones are used and listed; intervals that would
+mislead (a family of 2 runs, ...) are withheld with the reason. Exits non-zero with one message
+when the input cannot be analysed at all (no runs, a family with a single run, ...).
 """
 
 from __future__ import annotations
@@ -41,13 +43,16 @@ def holdout(result: bootstrap.FamilyFit) -> dict:
 
 
 def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: str = "dense",
-            n_boot: int = 200, seed: int = 0, final_only: bool = False) -> str:
+            n_boot: int = 200, seed: int = 0, final_only: bool = False,
+            method: str = bootstrap.DEFAULT_METHOD) -> str:
   """Everything the CLI does; returns the summary markdown. Raises AnalysisError."""
-  df = runs.load(dirs, family=family)
-  df, excluded = runs.exclude_diverged(df)
+  loaded = runs.load_runs(dirs, family=family)
+  df, excluded = runs.exclude_diverged(loaded.df)
+  left_out = {**loaded.left_out, **excluded}
   results = {}
   for i, (name, group) in enumerate(sorted(df.groupby("family"))):
-    results[name] = bootstrap.fit_family(group, n=n_boot, seed=seed + i, final_only=final_only)
+    results[name] = bootstrap.fit_family(group, n=n_boot, seed=seed + i, final_only=final_only,
+                                         method=method)
   comparisons, skipped = {}, {}
   for name, r in results.items():
     if reference in results and name != reference:
@@ -62,7 +67,8 @@ def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: st
   plots.exponents(results, path=os.path.join(out, "exponents.png"))
   if comparisons:
     plots.multipliers(comparisons, reference, path=os.path.join(out, "multiplier.png"))
-  text = report.summary(results, comparisons, reference, n_boot, excluded, skipped)
+  text = report.summary(results, comparisons, reference, n_boot, left_out, skipped,
+                        {run: why for run, why in loaded.partial.items() if run not in left_out})
   with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(text)
   with open(os.path.join(out, "fit_report.md"), "w") as f:
@@ -85,10 +91,13 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
   parser.add_argument("--final-only", action="store_true",
                       help="build frontiers from end-of-schedule points only")
+  parser.add_argument("--method", default=bootstrap.DEFAULT_METHOD, choices=sorted(bootstrap.METHODS),
+                      help=f"how L(C) is fitted and resampled (default: {bootstrap.DEFAULT_METHOD}; "
+                           "benchmarks/results/ci_calibration.md compares them)")
   args = parser.parse_args(argv)
   try:
     text = analyse(args.dirs, args.out, args.family, args.reference, args.bootstrap, args.seed,
-                   args.final_only)
+                   args.final_only, args.method)
   except AnalysisError as e:
     sys.exit(f"error: {e}")
   print(text)

@@ -1,10 +1,12 @@
-"""Bootstrap over runs: per-family frontier fits with percentile CIs, compute multipliers and
-exponent differences.
+"""Per-family frontier laws L(C) = E + A C^-alpha with bootstrap percentile CIs, compute
+multipliers and exponent differences.
 
-A resample draws a family's runs with replacement (whole runs, not points: checkpoints of
-one run are not independent). It becomes per-point weights, so all B refits of a family run
-in one batched call (``analysis.fits``). For frontier fits the weights are the resample's own
-envelope, so a run drawn twice counts once, as it would on a plot.
+``METHODS`` name how the law is fitted (to the lower envelope, or derived from a joint
+L(N, D) fit of all evaluations) and how it is resampled (whole runs, evaluations within runs,
+or the fit's residuals). Resamples become per-point weights or resampled losses, so all B refits
+of a family run in one batched call (``analysis.fits``). The default, ``joint-residual``, is the
+one whose 95% intervals cover the truth at their nominal rate on synthetic sweeps
+(``analysis.calibration``, benchmarks/results/ci_calibration.md).
 """
 
 from __future__ import annotations
@@ -42,23 +44,72 @@ def interval(values, level: float = 0.95) -> tuple[float, float]:
   return tuple(float(np.inf if e > high else -np.inf if e < low else e) for e in ends)
 
 
+METHODS = {
+    "joint-residual": "all of a family's evaluations fitted jointly as L(N, D) = E + A N^-a + B D^-b "
+                      "(N = training FLOPs per token / 6, so C = 6 N D exactly), the frontier "
+                      "L(C) = E + G C^-alpha derived from it in closed form; parametric bootstrap "
+                      "of the log-loss residuals",
+    "joint-runs": "the joint L(N, D) fit; bootstrap resampling whole runs",
+    "joint-points": "the joint L(N, D) fit; bootstrap resampling evaluations within each run",
+    "envelope-residual": "L(C) fitted to the lower envelope of the evaluations; parametric "
+                         "bootstrap of the envelope's log-loss residuals",
+    "envelope-runs": "L(C) fitted to the lower envelope; bootstrap resampling whole runs "
+                     "(each resample's own envelope)",
+}
+DEFAULT_METHOD = "joint-residual"
+
+
 @dataclasses.dataclass(frozen=True)
 class FamilyFit:
-  """One family's frontier, its L(C) fit and the fits of ``n`` bootstrap resamples."""
+  """One family's frontier, its L(C) fit and the fits of ``n`` bootstrap resamples (``joint``:
+  the L(N, D) fit the frontier law comes from, for the joint methods)."""
 
   family: str
   n_runs: int
   front: pd.DataFrame
   fit: fits.PowerLaw
   draws: fits.PowerLaw   # fields are [n] arrays
+  method: str = DEFAULT_METHOD
+  joint: fits.Chinchilla | None = None
 
   def ci(self, name: str, level: float = 0.95) -> tuple[float, float]:
     return interval(getattr(self.draws, name), level)
 
+  def warnings(self, y: str = "eval_loss") -> list[str]:
+    """Why this family's intervals would mislead (empty: they can be printed)."""
+    out = []
+    if self.n_runs < 3:
+      out.append(f"{self.n_runs} runs: too few sizes for an interval to mean anything")
+    for name in ("alpha", "E"):
+      lo, hi = self.ci(name)
+      value = float(getattr(self.fit, name))
+      slack = 1e-6 * abs(value)
+      if not lo - slack <= value <= hi + slack:
+        out.append(f"the {name} estimate {value:.4g} lies outside its interval [{lo:.4g}, {hi:.4g}]")
+    best = float(self.front[y].min())
+    if self.ci("E")[1] >= best:
+      out.append(f"E's interval reaches above the best observed loss {best:.4g}")
+    return out
+
+
+def data_column(df: pd.DataFrame) -> str:
+  """Training data seen per evaluation: tokens where the runs log them, else examples."""
+  return "tokens" if "tokens" in df and df["tokens"].notna().all() else "examples"
+
+
+def _residual_draws(predicted_N, observed_N, n: int, seed: int) -> np.ndarray:
+  """[n, N] losses: the fit's prediction times resampled multiplicative residuals."""
+  residual = np.log(observed_N) - np.log(predicted_N)
+  rng = np.random.default_rng(seed)
+  return np.asarray(predicted_N) * np.exp(rng.choice(residual, (n, len(residual))))
+
 
 def fit_family(df: pd.DataFrame, n: int = 200, seed: int = 0, x: str = "flops",
-               y: str = "eval_loss", final_only: bool = False) -> FamilyFit:
-  """Fits L(C) on one family's frontier and on ``n`` resamples of its runs."""
+               y: str = "eval_loss", final_only: bool = False,
+               method: str = DEFAULT_METHOD) -> FamilyFit:
+  """Fits one family's frontier law L(C) and ``n`` bootstrap refits by ``method`` (METHODS)."""
+  if method not in METHODS:
+    raise AnalysisError(f"method '{method}' is unknown; valid: {sorted(METHODS)}")
   family = str(df["family"].iloc[0])
   if final_only and "final" in df:
     df = df[df["final"].fillna(False).astype(bool)]
@@ -67,13 +118,51 @@ def fit_family(df: pd.DataFrame, n: int = 200, seed: int = 0, x: str = "flops",
                         "runs at >= 2 sizes")
   front = frontier.envelope(df, x, y)
   try:
-    fit = fits.fit_power_law(front[x], front[y])
+    if method.startswith("joint"):
+      fit, draws, joint = _joint(df, n, seed, x, y, method)
+    else:
+      fit, draws, joint = (*_envelope(df, front, n, seed, x, y, method), None)
   except AnalysisError as e:
     raise AnalysisError(f"family '{family}': {e} (its frontier has {len(front)} points)") from e
+  return FamilyFit(family, df["run"].nunique(), front, fit, draws, method, joint)
+
+
+def _envelope(df, front, n, seed, x, y, method):
+  fit = fits.fit_power_law(front[x], front[y])
+  if method == "envelope-residual":
+    resampled = _residual_draws(fit.loss(front[x]), front[y].to_numpy(), n, seed)
+    return fit, fits.fit_power_law(front[x], front[y], warm=fit, resampled_BxN=resampled)
   include_BxN = run_counts(df["run"], n, seed) > 0
   weights_BxN = frontier.envelope_mask(df[x], df[y], include_BxN).astype(float)
-  draws = fits.fit_power_law(df[x], df[y], weights_BxN=weights_BxN, warm=fit)
-  return FamilyFit(family, df["run"].nunique(), front, fit, draws)
+  return fit, fits.fit_power_law(df[x], df[y], weights_BxN=weights_BxN, warm=fit)
+
+
+def _joint(df, n, seed, x, y, method):
+  data = df[data_column(df)].to_numpy(float)
+  per_token = df[x].to_numpy(float) / (6 * data)   # C = 6 N D with N = FLOPs per datum / 6
+  loss = df[y].to_numpy(float)
+  grid = fits.chinchilla_grid(np.log(per_token), np.log(data), np.log(loss))
+  joint = fits.fit_chinchilla(per_token, data, loss, grid_SxP=grid)
+  if method == "joint-residual":
+    resampled = _residual_draws(joint.loss(per_token, data), loss, n, seed)
+    draws = fits.fit_chinchilla(per_token, data, loss, warm=joint, resampled_BxN=resampled)
+  else:
+    groups = df["run"] if method == "joint-runs" else None
+    weights = run_counts(groups, n, seed) if groups is not None else point_counts(df["run"], n, seed)
+    draws = fits.fit_chinchilla(per_token, data, loss, weights_BxN=weights, warm=joint)
+  return joint.frontier(), draws.frontier(), joint
+
+
+def point_counts(runs_N, n: int, seed: int = 0) -> np.ndarray:
+  """[n, N]: each run's evaluations resampled with replacement within the run."""
+  runs_N = np.asarray(runs_N)
+  rng = np.random.default_rng(seed)
+  counts = np.zeros((n, len(runs_N)))
+  for run in np.unique(runs_N):
+    idx = np.nonzero(runs_N == run)[0]
+    draws = rng.integers(0, len(idx), (n, len(idx)))
+    np.add.at(counts, (np.arange(n)[:, None], idx[draws]), 1)
+  return counts
 
 
 def overlap(a: FamilyFit, b: FamilyFit, y: str = "eval_loss") -> tuple[float, float]:
@@ -107,10 +196,36 @@ def compare(reference: FamilyFit, family: FamilyFit, losses=None, level: float =
   table = pd.DataFrame({"loss": losses, "k": multiplier(reference.fit, family.fit, losses),
                         "k_lo": [c[0] for c in cis], "k_hi": [c[1] for c in cis]})
   k_best = multiplier(reference.fit, family.fit, lo)
+  k_best_ci = interval(multiplier(reference.draws, family.draws, lo), level)
   d_alpha = family.draws.alpha - reference.draws.alpha
   measured = (frontier.compute_to_reach(reference.front, lo) /
               frontier.compute_to_reach(family.front, lo))
   return {"table": table, "best_loss": lo, "k_at_best": float(k_best), "k_measured": float(measured),
-          "k_at_best_ci": interval(multiplier(reference.draws, family.draws, lo), level),
+          "k_at_best_ci": k_best_ci, "headline": headline(reference, family, table, lo, k_best_ci),
           "delta_alpha": float(family.fit.alpha - reference.fit.alpha),
           "delta_alpha_ci": interval(d_alpha, level)}
+
+
+def headline(reference: FamilyFit, family: FamilyFit, table: pd.DataFrame, best: float,
+             best_ci: tuple[float, float]) -> dict:
+  """The multiplier to quote: at the best loss both frontiers reach (L*) where both fits reach
+  it; otherwise at the lowest loss of the observed overlap where they do, saying why the
+  fitted value at L* is unbounded. Notes also say when an interval end is unbounded."""
+  above = [f"'{r.family}' fit's E = {float(r.fit.E):.4g}" for r in (reference, family)
+           if float(r.fit.E) >= best]
+  finite = table[np.isfinite(table["k"]) & (table["k"] > 0)]
+  note, row = "", {"loss": best, "k": float(multiplier(reference.fit, family.fit, best)),
+                   "k_lo": best_ci[0], "k_hi": best_ci[1]}
+  if above:
+    note = (f"the fitted k at L* = {best:.4g} is unbounded: the {' and '.join(above)} lies above "
+            "L*, so that fit never reaches the loss its frontier did")
+    if not len(finite):
+      return {"loss": np.nan, "k": np.nan, "ci": (np.nan, np.nan), "note": note + "; no loss in "
+              "the observed overlap is reached by both fits"}
+    row = finite.iloc[0].to_dict()
+    note += f"; quoted at L = {row['loss']:.4g}, the lowest observed loss both fits reach"
+  if not np.isfinite(row["k_hi"]) or row["k_lo"] <= 0:
+    note += ("; " if note else "") + ("an interval end is unbounded: in over 2.5% of resamples "
+                                      "one family's fit never reaches this loss")
+  return {"loss": float(row["loss"]), "k": float(row["k"]), "ci": (row["k_lo"], row["k_hi"]),
+          "note": note}

@@ -2,9 +2,9 @@
 
 Both are fitted in log-sum-exp form (log L = LSE(e, a - alpha log C), E = exp e, A = exp a),
 minimising the **summed** Huber loss (delta 1e-3) on log-loss residuals from a grid of starts
-with tight-tolerance L-BFGS (``analysis.solver``), as Besiroglu et al. (2024) did to correct
-Hoffmann et al. Passing ``weights_BxN`` (per-point weights, one row per bootstrap resample)
-refits B problems in one batched call from the full fit's local optima; the results then hold
+with tight-tolerance least squares (``analysis.solver``), as Besiroglu et al. (2024) did to
+correct Hoffmann et al. Passing ``weights_BxN`` (point counts, one row per bootstrap resample)
+or ``resampled_BxN`` refits B problems from the full fit's optimum; the results then hold
 arrays of shape [B].
 """
 
@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -79,17 +77,45 @@ class Chinchilla:
     c = np.asarray(compute, float) / flops_per_param_datum
     return g * c ** (beta / (alpha + beta)), c ** (alpha / (alpha + beta)) / g
 
+  def frontier(self, flops_per_param_datum: float = 6.0) -> PowerLaw:
+    """The least loss reachable at compute C = 6 N D, exactly a power law: L*(C) = E + G C^-a,
+    a = alpha beta / (alpha + beta), G = (A g^-alpha + B g^beta) 6^a (g as in compute_optimal)."""
+    alpha, beta = np.asarray(self.alpha, float), np.asarray(self.beta, float)
+    g = (alpha * self.A / (beta * self.B)) ** (1 / (alpha + beta))
+    a = alpha * beta / (alpha + beta)
+    G = (self.A * g**-alpha + self.B * g**beta) * flops_per_param_datum**a
+    return PowerLaw(self.E, G, a, self.objective, self.converged)
+
+
+def _log_sum_exp(terms, dterms):
+  """log sum_k exp(terms_k) and its jacobian sum_k softmax_k dterms_k ([..., N, P])."""
+  terms = np.broadcast_arrays(*terms)
+  top = np.max(terms, axis=0)
+  w = [np.exp(t - top) for t in terms]
+  total = sum(w)
+  jac = np.stack([sum(wk * dk[j] for wk, dk in zip(w, dterms)) / total
+                  for j in range(len(dterms[0]))], -1)
+  return top + np.log(total), jac
+
 
 def power_law_log(theta_P, log_c_N):
+  """log L(C) = LSE(e, a - alpha log C) and its jacobian in (e, a, alpha); ``theta`` may be
+  [P, S, 1] to evaluate S parameter sets at once."""
   e, a, alpha = theta_P
-  return jnp.logaddexp(e, a - alpha * log_c_N)
+  one, zero = np.ones_like(log_c_N), np.zeros_like(log_c_N)
+  return _log_sum_exp([e + zero, a - alpha * log_c_N],
+                      [(one, zero, zero), (zero, one, -log_c_N)])
 
 
 def chinchilla_log(theta_P, x):
+  """log L(N, D) = LSE(a - alpha log N, b - beta log D, e) and its jacobian in
+  (a, b, e, alpha, beta)."""
   a, b, e, alpha, beta = theta_P
   log_n, log_d = x
-  terms = jnp.stack([a - alpha * log_n, b - beta * log_d, jnp.full_like(log_n, e)])
-  return jax.scipy.special.logsumexp(terms, axis=0)
+  one, zero = np.ones_like(log_n), np.zeros_like(log_n)
+  return _log_sum_exp([a - alpha * log_n, b - beta * log_d, e + zero],
+                      [(one, zero, zero, -log_n, zero), (zero, one, zero, zero, -log_d),
+                       (zero, zero, one, zero, zero)])
 
 
 def power_law_grid(log_c_N, log_l_N) -> np.ndarray:
@@ -102,23 +128,37 @@ def power_law_grid(log_c_N, log_l_N) -> np.ndarray:
                    for e, alpha, x in itertools.product(es, alphas, excess)])
 
 
-def multistart(predict, grid_SxP, x, log_l_N, keep: int = 16, burn_in: int = 30) -> solver.Solution:
-  """Every start runs ``burn_in`` L-BFGS iterations, the ``keep`` best run to convergence.
+def chinchilla_grid(log_n_N, log_d_N, log_l_N) -> np.ndarray:
+  """Starts (a, b, e, alpha, beta) for one family's L(N, D), 1,125 rather than Hoffmann's 4,500:
+  E a fraction of the least loss, exponents 0.1 to 1.5, and A, B set so each term matches a
+  range of excess losses at the median N and D (Hoffmann's fixed a, b grid assumes their scale)."""
+  least, typical = np.exp(log_l_N.min()), np.exp(np.median(log_l_N))
+  es = np.log(least * np.array([0.1, 0.5, 0.8, 0.9, 0.97]))
+  exps = np.array([0.1, 0.25, 0.5, 0.8, 1.5])
+  excess = np.log(typical * np.array([0.05, 0.3, 1.0]))
+  return np.array([(x + alpha * np.median(log_n_N), z + beta * np.median(log_d_N), e, alpha, beta)
+                   for e, alpha, beta, x, z in itertools.product(es, exps, exps, excess, excess)])
 
-  Returns those ``keep`` solutions, best first (row 0 is the fit; the rest warm-start refits).
+
+def multistart(predict, grid_SxP, x, log_l_N, keep: int = 16) -> solver.Solution:
+  """Scores every start of the grid, polishes the ``keep`` best to convergence.
+
+  Returns those solutions, best first (row 0 is the fit; the rest warm-start refits).
   """
-  burnt = solver.minimize(predict, grid_SxP, x, log_l_N, max_iter=burn_in, max_halvings=10)
-  order = np.argsort(np.nan_to_num(burnt.objective_S, nan=np.inf))[:keep]
-  sol = solver.minimize(predict, burnt.theta_SxP[order], x, log_l_N)
+  scores = solver.grid_objectives(predict, grid_SxP, x, log_l_N)[0]
+  order = np.argsort(np.nan_to_num(scores, nan=np.inf))[:keep]
+  sol = solver.minimize(predict, np.asarray(grid_SxP)[order], x, log_l_N)
   order = np.argsort(np.nan_to_num(sol.objective_S, nan=np.inf))
   return solver.Solution(*(a[order] for a in sol))
 
 
-def refit(predict, starts_KxP, x, log_l_N, weights_BxN) -> solver.Solution:
-  """Best of the ``starts`` (a full-data fit's local optima) under each weighting, [B]."""
+def refit(predict, starts_KxP, x, log_l, weights_BxN) -> solver.Solution:
+  """Best of the ``starts`` (a full-data fit's local optima) under each weighting, [B];
+  ``log_l`` is [N], or [B, N] for each problem's own (resampled) observations."""
   starts_KxP, weights = np.atleast_2d(starts_KxP), np.asarray(weights_BxN, float)
   (b, n), k = weights.shape, len(starts_KxP)
-  sol = solver.minimize(predict, np.tile(starts_KxP, (b, 1)), x, log_l_N,
+  log_l_BxN = np.broadcast_to(np.asarray(log_l, float), (b, n))
+  sol = solver.minimize(predict, np.tile(starts_KxP, (b, 1)), x, np.repeat(log_l_BxN, k, axis=0),
                         np.repeat(weights, k, axis=0))
   obj_BxK = np.nan_to_num(sol.objective_S, nan=np.inf).reshape(b, k)
   best = np.arange(b) * k + np.argmin(obj_BxK, axis=1)
@@ -134,14 +174,18 @@ def _distinct(theta_KxP, n: int) -> np.ndarray:
   return np.array(chosen)
 
 
-def _solve(predict, grid, x, log_l, weights_BxN, warm_starts):
-  """Full fit (returns the fit's row and its distinct local optima) or batched refits."""
-  if weights_BxN is None:
+def _solve(predict, grid, x, log_l, weights_BxN, warm_starts, log_l_BxN=None):
+  """Full fit (returns the fit's row and its distinct local optima) or batched refits: under
+  ``weights_BxN`` and/or on resampled observations ``log_l_BxN``."""
+  if weights_BxN is None and log_l_BxN is None:
     sol = multistart(predict, grid, x, log_l)
-    return solver.Solution(*(a[0] for a in sol)), _distinct(sol.theta_SxP[np.isfinite(sol.objective_S)], 4)
+    return solver.Solution(*(a[0] for a in sol)), _distinct(sol.theta_SxP[np.isfinite(sol.objective_S)], 1)
   if warm_starts is None:
     warm_starts = _solve(predict, grid, x, log_l, None, None)[1]
-  return refit(predict, warm_starts, x, log_l, weights_BxN), warm_starts
+  if weights_BxN is None:
+    weights_BxN = np.ones(np.shape(log_l_BxN))
+  return refit(predict, warm_starts, x, log_l if log_l_BxN is None else log_l_BxN,
+               weights_BxN), warm_starts
 
 
 def _finite_positive(*arrays, need: int):
@@ -153,31 +197,38 @@ def _finite_positive(*arrays, need: int):
   return ok, [a[ok] for a in arrays]
 
 
-def fit_power_law(compute, loss, weights_BxN=None, warm: PowerLaw | None = None) -> PowerLaw:
+def _resampled(loss_BxN, ok):
+  return None if loss_BxN is None else np.log(np.asarray(loss_BxN, float)[:, ok])
+
+
+def fit_power_law(compute, loss, weights_BxN=None, warm: PowerLaw | None = None,
+                  resampled_BxN=None) -> PowerLaw:
   """Fits L(C) = E + A C^-alpha to (compute, loss) points; needs at least 3 points.
 
-  With ``weights_BxN`` (bootstrap resamples) refits B problems from ``warm.starts``.
+  With ``weights_BxN`` (bootstrap resamples) and/or ``resampled_BxN`` (B sets of resampled
+  losses at the same points) refits B problems from ``warm.starts``.
   """
   ok, (compute, loss) = _finite_positive(compute, loss, need=3)
   log_c, log_l = np.log(compute), np.log(loss)
   weights = None if weights_BxN is None else np.asarray(weights_BxN, float)[:, ok]
   sol, starts = _solve(power_law_log, power_law_grid(log_c, log_l), log_c, log_l, weights,
-                       None if warm is None else warm.starts)
+                       None if warm is None else warm.starts, _resampled(resampled_BxN, ok))
   e, a, alpha = np.moveaxis(sol.theta_SxP, -1, 0)
   return PowerLaw(np.exp(e), np.exp(a), alpha, sol.objective_S, sol.converged_S, starts)
 
 
 def fit_chinchilla(n_params, n_data, loss, weights_BxN=None, warm: Chinchilla | None = None,
-                   grid_SxP: np.ndarray = HOFFMANN_GRID) -> Chinchilla:
+                   grid_SxP: np.ndarray = HOFFMANN_GRID, resampled_BxN=None) -> Chinchilla:
   """Approach 3: fits L(N, D) = E + A/N^alpha + B/D^beta from Hoffmann's start grid.
 
-  With ``weights_BxN`` (bootstrap resamples) refits B problems from ``warm.starts``.
+  With ``weights_BxN`` (bootstrap resamples) and/or ``resampled_BxN`` (B sets of resampled
+  losses) refits B problems from ``warm.starts``.
   """
   ok, (n_params, n_data, loss) = _finite_positive(n_params, n_data, loss, need=6)
   x, log_l = (np.log(n_params), np.log(n_data)), np.log(loss)
   weights = None if weights_BxN is None else np.asarray(weights_BxN, float)[:, ok]
   sol, starts = _solve(chinchilla_log, grid_SxP, x, log_l, weights,
-                       None if warm is None else warm.starts)
+                       None if warm is None else warm.starts, _resampled(resampled_BxN, ok))
   a, b, e, alpha, beta = np.moveaxis(sol.theta_SxP, -1, 0)
   return Chinchilla(np.exp(e), np.exp(a), np.exp(b), alpha, beta, sol.objective_S,
                     sol.converged_S, starts)

@@ -13,33 +13,46 @@ def _ci(value: float, ci: tuple[float, float], fmt: str = ".3g") -> str:
 
 
 def summary(results: dict[str, bootstrap.FamilyFit], comparisons: dict[str, dict],
-            reference: str, n_boot: int, excluded: dict[str, str],
-            skipped: dict[str, str] | None = None) -> str:
+            reference: str, n_boot: int, left_out: dict[str, str],
+            skipped: dict[str, str] | None = None, partial: dict[str, str] | None = None) -> str:
   """Per family: runs, alpha and E with 95% CIs, best loss, multiplier vs ``reference``
-  (``skipped``: family -> why no multiplier could be measured)."""
+  (``skipped``: family -> why no multiplier could be measured); then every run left out or
+  used in part, and every interval withheld, with the reason."""
+  method = next(iter(results.values())).method if results else bootstrap.DEFAULT_METHOD
   lines = ["# Scaling-law summary", "",
-           "Per family, L(C) = E + A C^-alpha fitted to its compute frontier (lower envelope of "
-           "eval loss vs cumulative training FLOPs; summed Huber on log-loss, multi-start L-BFGS). "
-           f"95% percentile CIs from {n_boot} bootstrap resamples of runs.", "",
+           f"Per family, the compute frontier L(C) = E + A C^-alpha: {bootstrap.METHODS[method]} "
+           f"(method `{method}`, {n_boot} resamples, 95% percentile CIs). Fits minimise the summed "
+           "Huber loss on log-loss.", "",
            f"| family | runs | alpha [95% CI] | E [95% CI] | best loss | k vs {reference} measured "
-           f"at L* | k vs {reference} fitted at L* [95% CI] | L* |", "|---|---|---|---|---|---|---|---|"]
+           f"at L* | k vs {reference} fitted [95% CI] | at loss |", "|---|---|---|---|---|---|---|---|"]
+  warnings = {family: r.warnings() for family, r in results.items()}
+  notes = []
   for family, r in sorted(results.items()):
     k, measured, at = "—", "—", "—"
     if family in comparisons:
-      c = comparisons[family]
-      k, at = _ci(c["k_at_best"], c["k_at_best_ci"]), f"{c['best_loss']:.4g}"
-      measured = f"{c['k_measured']:.3g}"
+      c, h = comparisons[family], comparisons[family]["headline"]
+      k, at, measured = _ci(h["k"], h["ci"]), f"{h['loss']:.4g}", f"{c['k_measured']:.3g}"
+      if h["note"]:
+        notes.append(f"- {family}: {h['note']}.")
     elif skipped and family in skipped:
       k = f"n/a: {skipped[family]}"
+    shown = (lambda v, name, fmt=".3g": f"{float(v):{fmt}} (interval withheld)" if warnings[family]
+             else _ci(float(v), r.ci(name), fmt))
     lines.append(f"| {family} | {r.front['run'].nunique()} of {r.n_runs} on frontier | "
-                 f"{_ci(r.fit.alpha, r.ci('alpha'))} | {_ci(r.fit.E, r.ci('E'), '.4g')} | "
+                 f"{shown(r.fit.alpha, 'alpha')} | {shown(r.fit.E, 'E', '.4g')} | "
                  f"{r.front['eval_loss'].min():.4g} | {measured} | {k} | {at} |")
-  lines += ["", f"k = C_{reference}(L*) / C_family(L*) at L* = the best loss both families reach "
-            f"(k > 1: the family needs k times less compute than {reference}): measured on the two "
-            "frontiers (log-log interpolation), and from the fitted curves (inf or 0 where a fit's "
-            "E lies above L*, i.e. the fit says that family never reaches it)."]
-  if excluded:
-    lines += ["", "Excluded runs:", ""] + [f"- `{run}`: {why}" for run, why in sorted(excluded.items())]
+  lines += ["", f"k = C_{reference}(L) / C_family(L) (k > 1: the family needs k times less compute "
+            f"than {reference}), at L* = the best loss both families' frontiers reach: measured on the "
+            "two frontiers (log-log interpolation), and from the fitted laws with its interval."]
+  if notes:
+    lines += ["", "Multiplier notes:", ""] + notes
+  withheld = [f"- {family}: {'; '.join(w)}." for family, w in sorted(warnings.items()) if w]
+  if withheld:
+    lines += ["", "Intervals withheld (they would mislead):", ""] + withheld
+  if left_out:
+    lines += ["", "Runs left out:", ""] + [f"- `{run}`: {why}" for run, why in sorted(left_out.items())]
+  if partial:
+    lines += ["", "Runs used in part:", ""] + [f"- `{run}`: {why}" for run, why in sorted(partial.items())]
   return "\n".join(lines) + "\n"
 
 

@@ -4,14 +4,17 @@ One row per logged evaluation (a line with ``eval_loss``); the config is flatten
 columns (``model.kind``, ``model.width``, ...). Added columns: ``run`` (workdir name, or its
 path where two sweeps share a name), ``workdir`` (path),
 ``family`` (``model.kind`` unless another column is named), ``finished`` (the run wrote its
-``"final": true`` line) and ``diverged`` (a non-finite loss anywhere in the run).
+``"final": true`` line) and ``diverged`` (a non-finite loss anywhere in the run). Runs that cannot be read are left out
+with a reason (``load_runs``), never with a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import sys
 
 import pandas as pd
 
@@ -46,49 +49,92 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def _records(run: str) -> list[dict]:
+def read_run(run: str) -> tuple[dict, list[dict], int]:
+  """(config, metrics records, unreadable lines) of one workdir: the one place that reads run
+  files. Raises AnalysisError naming the run when its config.json is unusable."""
+  try:
+    with open(os.path.join(run, "config.json")) as f:
+      config = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise AnalysisError(f"config.json is not valid JSON ({e})") from None
+  if not isinstance(config, dict):
+    raise AnalysisError(f"config.json holds a {type(config).__name__}, not an object")
   path = os.path.join(run, "metrics.jsonl")
   if not os.path.exists(path):
-    return []
-  records = []
+    return config, [], 0
+  records, bad = [], 0
   with open(path) as f:
-    for line in f:
+    for line in filter(str.strip, f):
       try:
-        records.append(json.loads(line))
+        record = json.loads(line)
       except json.JSONDecodeError:
-        continue   # a line cut short by a killed run
-  return records
+        record = None   # e.g. a line cut short by a killed run
+      if isinstance(record, dict):
+        records.append(record)
+      else:
+        bad += 1
+  return config, records, bad
 
 
-def load(paths: list[str], family: str = "model.kind") -> pd.DataFrame:
-  """Every eval record of every run under ``paths``, with its flattened config."""
-  frames = []
+@dataclasses.dataclass
+class Loaded:
+  """The runs' eval rows, and what was left out or used only in part, {run: why}."""
+
+  df: pd.DataFrame
+  left_out: dict[str, str]
+  partial: dict[str, str]
+
+
+def load_runs(paths: list[str], family: str = "model.kind") -> Loaded:
+  """Every eval record of every readable run under ``paths``, with its flattened config; runs
+  that cannot be used are left out (one stderr line each) and named with the reason."""
+  frames, left_out, partial = [], {}, {}
   for run in find_runs(paths):
-    with open(os.path.join(run, "config.json")) as f:
-      config = _flatten(json.load(f))
-    records = _records(run)
+    name = os.path.basename(os.path.normpath(run))
+    try:
+      config, records, bad = read_run(run)
+    except AnalysisError as e:
+      left_out[name] = str(e)
+      print(f"warning: run '{run}' left out: {e}", file=sys.stderr)
+      continue
     evals = [r for r in records if "eval_loss" in r]
     if not evals:
+      left_out[name] = ("no metrics.jsonl" if not os.path.exists(os.path.join(run, "metrics.jsonl"))
+                        else "metrics.jsonl has no readable lines" if not records
+                        else "no evaluation logged yet")
       continue
+    notes = []
+    if not records[-1].get("final"):
+      notes.append(f"unfinished (last logged step {records[-1].get('step', '?')}): "
+                   f"its {len(evals)} evaluations so far are used")
+    if bad:
+      notes.append(f"{bad} unreadable line(s) of metrics.jsonl skipped")
+    if notes:
+      partial[name] = "; ".join(notes)
     losses = [r.get(k) for r in records for k in ("train_loss", "eval_loss") if k in r]
-    diverged = any(v is None or not math.isfinite(v) for v in losses)
     frame = pd.DataFrame(evals)
-    for key, value in config.items():
+    for key, value in _flatten(config).items():
       frame[key] = [value] * len(frame)
-    frame["run"] = os.path.basename(os.path.normpath(run))
+    frame["run"] = name
     frame["workdir"] = run
     frame["finished"] = bool(records[-1].get("final"))
-    frame["diverged"] = diverged
+    frame["diverged"] = any(not isinstance(v, (int, float)) or not math.isfinite(v) for v in losses)
     frames.append(frame)
   if not frames:
-    raise AnalysisError(f"no run under {paths} has logged an evaluation yet")
+    why = "".join(f"\n  {run}: {reason}" for run, reason in sorted(left_out.items()))
+    raise AnalysisError(f"no run under {paths} has logged an evaluation yet{why}")
   df = pd.concat(frames, ignore_index=True)
   if df.groupby("run")["workdir"].nunique().max() > 1:   # same name in two sweeps
     df["run"] = df["workdir"]
   if family not in df:
     raise AnalysisError(f"column '{family}' not in the runs' configs; some columns: {sorted(df)[:20]}")
   df["family"] = df[family].astype(str)
-  return df
+  return Loaded(df, left_out, partial)
+
+
+def load(paths: list[str], family: str = "model.kind") -> pd.DataFrame:
+  """``load_runs(...).df``: the eval rows of every usable run under ``paths``."""
+  return load_runs(paths, family).df
 
 
 def exclude_diverged(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:

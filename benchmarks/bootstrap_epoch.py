@@ -9,26 +9,21 @@ A benchmark script, not a test: timings depend on the machine.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
-import pandas as pd
 
 from analysis import bootstrap, fits
-
-DATA = os.path.join("..", "shared", "data", "chinchilla_svg_extracted_data.csv")
+from analysis.data import EPOCH_CSV, epoch_chinchilla
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--n", type=int, default=1000, help="bootstrap refits (default: 1000)")
-  parser.add_argument("--data", default=DATA, help=f"Epoch's CSV (default: {DATA})")
+  parser.add_argument("--data", default=EPOCH_CSV, help="Epoch's CSV (default: the vendored copy)")
   args = parser.parse_args(argv)
-  df = pd.read_csv(args.data).sort_values("loss").iloc[:-5]
-  n_params, loss = df["Model Size"].to_numpy(), df["loss"].to_numpy()
-  n_data = df["Training FLOP"].to_numpy() / (6 * n_params)
+  n_params, n_data, loss = epoch_chinchilla(args.data)
 
   t0 = time.perf_counter()
   fit = fits.fit_chinchilla(n_params, n_data, loss)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from analysis import __main__ as cli
-from analysis import runs
+from analysis import calibration, runs
 from conftest import write_run, write_sweep
 
 
@@ -18,7 +18,8 @@ def test_cli_writes_plots_and_reports(tmp_path, sweep):
     assert (out / name).stat().st_size > 10_000, name
   summary = (out / "summary.md").read_text()
   rows = {line.split("|")[1].strip(): line for line in summary.splitlines() if line.startswith("| ")}
-  assert "0.3 [0.3, 0.3]" in rows["btt"] and "4 [4, 4]" in rows["btt"]   # alpha; k0 = 4
+  alpha = f"{calibration.true_alpha():.3g}"
+  assert f"{alpha} [{alpha}, {alpha}]" in rows["btt"] and "4 [4, 4]" in rows["btt"]   # k0 = 4
   assert "Hold-out" in (out / "fit_report.md").read_text()
 
 
@@ -59,3 +60,53 @@ def test_unfinished_runs_are_flagged(tmp_path):
   df = runs.load([str(tmp_path)])
   assert not df["finished"].any() and len(df) == 2
   assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["kind"] == "dense"
+
+
+def _summary(tmp_path, sweep, n_boot=5):
+  proc = subprocess.run([sys.executable, "-m", "analysis", str(sweep), "--out", str(tmp_path / "o"),
+                         "--bootstrap", str(n_boot)], capture_output=True, text=True)
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+  return proc.stderr, (tmp_path / "o" / "summary.md").read_text()
+
+
+def test_unreadable_config_is_one_line_per_run_and_the_rest_is_analysed(tmp_path, sweep):
+  for name, text in (("cut", '{"model": {"kind": "den'), ("listed", "[1, 2]")):
+    write_run(sweep, name, "dense", 9, [(1e9, 2.0)])
+    (sweep / name / "config.json").write_text(text)
+  stderr, summary = _summary(tmp_path, sweep)
+  lines = [line for line in stderr.splitlines() if "left out" in line]
+  assert len(lines) == 2 and "cut" in lines[0] and "not valid JSON" in lines[0]
+  assert "listed" in lines[1] and "holds a list, not an object" in lines[1]
+  assert "- `cut`: config.json is not valid JSON" in summary and "| btt |" in summary
+
+
+def test_every_run_left_out_or_used_in_part_is_listed_with_its_reason(tmp_path, sweep):
+  write_run(sweep, "unfinished", "dense", 9, [(1e9, 9.0), (2e9, 8.0)], final=False)
+  write_run(sweep, "nan", "dense", 9, [(1e9, 9.0), (2e9, float("nan"))])
+  write_run(sweep, "empty", "dense", 9, [(1e9, 9.0)])
+  (sweep / "empty" / "metrics.jsonl").write_text("")
+  write_run(sweep, "missing", "dense", 9, [(1e9, 9.0)])
+  (sweep / "missing" / "metrics.jsonl").unlink()
+  write_run(sweep, "no_eval", "dense", 9, [(1e9, 9.0)])
+  (sweep / "no_eval" / "metrics.jsonl").write_text('{"step": 1, "train_loss": 3.0}\n{"step": 2, "tr')
+  _, summary = _summary(tmp_path, sweep)
+  left_out, partial = summary.split("Runs left out:")[1].split("Runs used in part:")
+  assert "- `nan`: non-finite loss (diverged)" in left_out
+  assert "- `empty`: metrics.jsonl has no readable lines" in left_out
+  assert "- `missing`: no metrics.jsonl" in left_out
+  assert "- `no_eval`: no evaluation logged yet" in left_out
+  assert "- `unfinished`: unfinished (last logged step 20): its 2 evaluations so far are used" in partial
+
+
+def test_two_run_family_gets_a_warning_not_an_interval(tmp_path):
+  sweep = write_sweep(tmp_path / "sweep", widths=4, noise=0.01)
+  for name in ("btt2", "btt3"):
+    for f in (sweep / name).iterdir():
+      f.unlink()
+    (sweep / name).rmdir()
+  _, summary = _summary(tmp_path, sweep, n_boot=30)
+  row = next(line for line in summary.splitlines() if line.startswith("| btt |"))
+  assert row.count("(interval withheld)") == 2 and "[" not in row.split("|")[3]
+  assert "- btt: 2 runs: too few sizes" in summary.split("Intervals withheld")[1]
+  dense = next(line for line in summary.splitlines() if line.startswith("| dense |"))
+  assert "withheld" not in dense

@@ -1,24 +1,16 @@
 """Approach 3 on Epoch AI's 240 points extracted from Chinchilla's Figure 4 reproduces
 Besiroglu et al. (2024), not Hoffmann et al. (2022)."""
 
-import os
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from analysis import bootstrap, fits, solver
-
-DATA = os.path.join("..", "shared", "data", "chinchilla_svg_extracted_data.csv")
+from analysis.data import epoch_chinchilla
 
 
 @pytest.fixture(scope="module")
 def epoch():
-  if not os.path.exists(DATA):
-    pytest.skip(f"{DATA} not found (Epoch's Chinchilla extraction lives in shared/, beside the repo)")
-  df = pd.read_csv(DATA).sort_values("loss").iloc[:-5]   # Epoch drops the 5 highest losses
-  n_params, compute = df["Model Size"].to_numpy(), df["Training FLOP"].to_numpy()
-  return n_params, compute / (6 * n_params), df["loss"].to_numpy()
+  return epoch_chinchilla()   # vendored in analysis/data/, so a fresh clone runs these tests
 
 
 @pytest.fixture(scope="module")
