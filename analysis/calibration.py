@@ -94,12 +94,14 @@ def main(argv=None) -> None:
   parser.add_argument("--methods", default=",".join(bootstrap.METHODS))
   parser.add_argument("--out", default=None, help="markdown file for the table")
   args = parser.parse_args(argv)
-  table = calibrate(args.methods.split(","), seeds=args.seeds, n_boot=args.bootstrap)
-  text = table.to_markdown(index=False, floatfmt=".3g")
+  tables = []
+  for method in args.methods.split(","):   # one method at a time, written as it finishes
+    tables.append(calibrate([method], seeds=args.seeds, n_boot=args.bootstrap))
+    text = pd.concat(tables).to_markdown(index=False, floatfmt=".3g")
+    if args.out:
+      with open(args.out, "w") as f:
+        f.write(text + "\n")
   print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Compute multipliers and exponent differences with bootstrap CIs on families with known k0."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from analysis import bootstrap, runs
+from analysis import bootstrap, fits, runs
 from conftest import write_sweep
 
 
@@ -50,3 +51,33 @@ def test_interval_keeps_infinite_draws():
   assert hi == pytest.approx(finite[87] + 0.75 * (finite[88] - finite[87]))
   assert bootstrap.interval([np.inf, np.inf]) == (np.inf, np.inf)
   assert np.isnan(bootstrap.interval([np.nan])).all()
+
+
+def _family(name, E, A, alpha, losses):
+  """A FamilyFit whose frontier observed ``losses`` and whose fit (and every draw) is E + A C^-alpha."""
+  law = fits.PowerLaw(E, A, alpha)
+  front = pd.DataFrame({"run": [f"{name}{i}" for i in range(len(losses))], "eval_loss": losses,
+                        "flops": [float(law.compute_to_reach(l)) if l > E else 1e30 for l in losses]})
+  draws = fits.PowerLaw(np.full(10, E), np.full(10, A), np.full(10, alpha))
+  return bootstrap.FamilyFit(name, len(losses), front, law, draws)
+
+
+def test_unbounded_fitted_multiplier_is_quoted_where_both_fits_reach_and_explained():
+  """The family's frontier reaches 1.05, but its fit's E = 1.1 never does: k at L* = 1.05 is
+  unbounded, so the headline moves to the lowest observed loss both fits reach, with the reason."""
+  dense = _family("dense", 1.0, 50.0, 0.3, [2.0, 1.5, 1.2, 1.02])
+  btt = _family("btt", 1.1, 20.0, 0.3, [2.0, 1.6, 1.3, 1.05])
+  out = bootstrap.compare(dense, btt)
+  assert out["best_loss"] == 1.05 and out["k_at_best"] == 0.0   # btt never reaches 1.05
+  h = out["headline"]
+  assert h["loss"] > 1.1 and "unbounded" in h["note"] and "'btt' fit's E = 1.1" in h["note"]
+  expected = dense.fit.compute_to_reach(h["loss"]) / btt.fit.compute_to_reach(h["loss"])
+  assert h["k"] == pytest.approx(float(expected)) and h["ci"][0] == pytest.approx(h["k"])
+
+
+def test_headline_is_the_fitted_multiplier_at_the_best_shared_loss_when_finite(tmp_path):
+  df = runs.load([str(write_sweep(tmp_path, k0=4.0, widths=4))])
+  dense, btt = (bootstrap.fit_family(df[df.family == f], n=20) for f in ("dense", "btt"))
+  h = bootstrap.compare(dense, btt)["headline"]
+  assert h["loss"] == bootstrap.overlap(dense, btt)[0] and h["k"] == pytest.approx(4.0, rel=1e-4)
+  assert h["note"] == ""

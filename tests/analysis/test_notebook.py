@@ -1,24 +1,43 @@
-"""analysis/notebooks/scaling_laws.ipynb runs top to bottom on a synthetic sweep with a known answer."""
+"""analysis/notebooks/scaling_laws.ipynb runs top to bottom: live on a sweep with a known answer,
+and by default on the committed study results."""
 
 import os
 
 import nbclient
 import nbformat
-import pytest
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "..", "analysis", "notebooks",
                         "scaling_laws.ipynb")
 
 
-def test_notebook_runs_on_a_sweep_and_finds_the_multiplier(sweep, monkeypatch):
-  monkeypatch.setenv("STRUX_SWEEPS", str(sweep))
-  monkeypatch.setenv("STRUX_BOOTSTRAP", "20")
+def execute(monkeypatch, **env):
+  for key in ("STRUX_SWEEPS", "STRUX_BOOTSTRAP"):
+    monkeypatch.delenv(key, raising=False)
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
   notebook = nbformat.read(NOTEBOOK, as_version=4)
-  nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3").execute()
+  nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                          resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}).execute()
   outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
   assert not [o for o in outputs if o.output_type == "error"]
+  return outputs
+
+
+def test_notebook_runs_live_on_a_sweep_and_finds_the_multiplier(sweep, monkeypatch):
+  outputs = execute(monkeypatch, STRUX_SWEEPS=str(sweep), STRUX_BOOTSTRAP="20")
   assert sum("image/png" in o.get("data", {}) for o in outputs) == 4   # frontier, residuals, exponents, k
   text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
-  assert "'btt': {'k at L*': 4.0" in text.replace("np.float64(", "")   # the sweep's k0
+  assert "'btt': {'k': 4.0" in text.replace("np.float64(", "")   # the sweep's k0
   summary = outputs[-1]["data"]["text/markdown"]
   assert "| btt |" in summary and "| dense |" in summary
+
+
+def test_notebook_opens_on_the_committed_studies(monkeypatch):
+  outputs = execute(monkeypatch)
+  rendered = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+  results = os.path.join(os.path.dirname(NOTEBOOK), "..", "..", "benchmarks", "results")
+  committed = [name for name in ("scaling_mlp_fashion", "scaling_gpt2_bytes")
+               if os.path.exists(os.path.join(results, name, "summary.md"))]
+  assert committed, "no committed study results"
+  assert len(rendered) == len(committed) and all("| dense |" in text for text in rendered)
+  assert sum("image/png" in o.get("data", {}) for o in outputs) >= len(committed)
