@@ -14,7 +14,8 @@ writes to DIR:
 Runs that cannot be used (unreadable config.json, no metrics, a non-finite loss) are left
 out and listed with the reason, unfinished ones are used and listed; intervals that would
 mislead (a family of 2 runs, ...) are withheld with the reason. Exits non-zero with one message
-when the input cannot be analysed at all (no runs, a family with a single run, ...).
+when the input cannot be analysed at all (no runs, no family with two runs, ...); a family
+that cannot be fitted is listed and the others are analysed.
 """
 
 from __future__ import annotations
@@ -49,10 +50,15 @@ def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: st
   loaded = runs.load_runs(dirs, family=family)
   df, excluded = runs.exclude_diverged(loaded.df)
   left_out = {**loaded.left_out, **excluded}
-  results = {}
+  results, unfitted = {}, {}
   for i, (name, group) in enumerate(sorted(df.groupby("family"))):
-    results[name] = bootstrap.fit_family(group, n=n_boot, seed=seed + i, final_only=final_only,
-                                         method=method)
+    try:
+      results[name] = bootstrap.fit_family(group, n=n_boot, seed=seed + i, final_only=final_only,
+                                           method=method)
+    except AnalysisError as e:   # e.g. a family with one run so far: say so, fit the others
+      unfitted[name] = str(e)
+  if not results:
+    raise AnalysisError("no family could be fitted: " + "; ".join(unfitted.values()))
   comparisons, skipped = {}, {}
   for name, r in results.items():
     if reference in results and name != reference:
@@ -68,7 +74,8 @@ def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: st
   if comparisons:
     plots.multipliers(comparisons, reference, path=os.path.join(out, "multiplier.png"))
   text = report.summary(results, comparisons, reference, n_boot, left_out, skipped,
-                        {run: why for run, why in loaded.partial.items() if run not in left_out})
+                        {run: why for run, why in loaded.partial.items() if run not in left_out},
+                        unfitted)
   with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(text)
   with open(os.path.join(out, "fit_report.md"), "w") as f:

@@ -14,7 +14,8 @@ def _ci(value: float, ci: tuple[float, float], fmt: str = ".3g") -> str:
 
 def summary(results: dict[str, bootstrap.FamilyFit], comparisons: dict[str, dict],
             reference: str, n_boot: int, left_out: dict[str, str],
-            skipped: dict[str, str] | None = None, partial: dict[str, str] | None = None) -> str:
+            skipped: dict[str, str] | None = None, partial: dict[str, str] | None = None,
+            unfitted: dict[str, str] | None = None) -> str:
   """Per family: runs, alpha and E with 95% CIs, best loss, multiplier vs ``reference``
   (``skipped``: family -> why no multiplier could be measured); then every run left out or
   used in part, and every interval withheld, with the reason."""
@@ -49,6 +50,8 @@ def summary(results: dict[str, bootstrap.FamilyFit], comparisons: dict[str, dict
   withheld = [f"- {family}: {'; '.join(w)}." for family, w in sorted(warnings.items()) if w]
   if withheld:
     lines += ["", "Intervals withheld (they would mislead):", ""] + withheld
+  if unfitted:
+    lines += ["", "Families not fitted:", ""] + [f"- {f}: {why}" for f, why in sorted(unfitted.items())]
   if left_out:
     lines += ["", "Runs left out:", ""] + [f"- `{run}`: {why}" for run, why in sorted(left_out.items())]
   if partial:

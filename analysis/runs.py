@@ -11,12 +11,13 @@ with a reason (``load_runs``), never with a traceback.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
 
 import pandas as pd
+
+import runfiles
 
 
 class AnalysisError(ValueError):
@@ -29,11 +30,11 @@ def find_runs(paths: list[str]) -> list[str]:
   for path in paths:
     if not os.path.isdir(path):
       raise AnalysisError(f"'{path}' is not a directory")
-    if os.path.exists(os.path.join(path, "config.json")):
+    if os.path.exists(runfiles.config_path(path)):
       runs.append(path)
       continue
     runs += sorted(os.path.join(path, d) for d in os.listdir(path)
-                   if os.path.exists(os.path.join(path, d, "config.json")))
+                   if os.path.exists(runfiles.config_path(os.path.join(path, d))))
   if not runs:
     raise AnalysisError(f"no runs (folders with config.json) under {paths}")
   return runs
@@ -49,31 +50,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def read_run(run: str) -> tuple[dict, list[dict], int]:
-  """(config, metrics records, unreadable lines) of one workdir: the one place that reads run
-  files. Raises AnalysisError naming the run when its config.json is unusable."""
+def read_run(run: str) -> tuple[dict, list[dict]]:
+  """(config, metrics records) of one workdir, read by ``runfiles`` (the run-file format's
+  owner). Raises AnalysisError naming what is wrong when either file is unusable."""
   try:
-    with open(os.path.join(run, "config.json")) as f:
-      config = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise AnalysisError(f"config.json is not valid JSON ({e})") from None
-  if not isinstance(config, dict):
-    raise AnalysisError(f"config.json holds a {type(config).__name__}, not an object")
-  path = os.path.join(run, "metrics.jsonl")
-  if not os.path.exists(path):
-    return config, [], 0
-  records, bad = [], 0
-  with open(path) as f:
-    for line in filter(str.strip, f):
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        record = None   # e.g. a line cut short by a killed run
-      if isinstance(record, dict):
-        records.append(record)
-      else:
-        bad += 1
-  return config, records, bad
+    return runfiles.read_config(run), runfiles.read_metrics(run)
+  except runfiles.RunFileError as e:
+    raise AnalysisError(str(e)) from None
 
 
 @dataclasses.dataclass
@@ -92,23 +75,21 @@ def load_runs(paths: list[str], family: str = "model.kind") -> Loaded:
   for run in find_runs(paths):
     name = os.path.basename(os.path.normpath(run))
     try:
-      config, records, bad = read_run(run)
+      config, records = read_run(run)
     except AnalysisError as e:
       left_out[name] = str(e)
       print(f"warning: run '{run}' left out: {e}", file=sys.stderr)
       continue
     evals = [r for r in records if "eval_loss" in r]
     if not evals:
-      left_out[name] = ("no metrics.jsonl" if not os.path.exists(os.path.join(run, "metrics.jsonl"))
-                        else "metrics.jsonl has no readable lines" if not records
+      left_out[name] = ("no metrics.jsonl" if not os.path.exists(runfiles.metrics_path(run))
+                        else "metrics.jsonl has no records" if not records
                         else "no evaluation logged yet")
       continue
     notes = []
     if not records[-1].get("final"):
       notes.append(f"unfinished (last logged step {records[-1].get('step', '?')}): "
                    f"its {len(evals)} evaluations so far are used")
-    if bad:
-      notes.append(f"{bad} unreadable line(s) of metrics.jsonl skipped")
     if notes:
       partial[name] = "; ".join(notes)
     losses = [r.get(k) for r in records for k in ("train_loss", "eval_loss") if k in r]

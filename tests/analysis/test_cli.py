@@ -36,8 +36,8 @@ def test_nan_runs_are_excluded_and_listed(tmp_path, sweep):
     (lambda root: root.mkdir(), "no runs"),
     (lambda root: write_run(root, "a", "dense", 1, [(1e9, float("nan")), (1e10, 1.0)]),
      "non-finite"),
-    (lambda root: [write_run(root, f"d{w}", "dense", w, [(10.0**(9 + w), 1.0 / w)]) for w in (1, 2)]
-     + [write_run(root, "btt1", "btt", 1, [(1e9, 1.0), (1e10, 0.5)])], "family 'btt' has 1 run"),
+    (lambda root: write_run(root, "btt1", "btt", 1, [(1e9, 1.0), (1e10, 0.5)]),
+     "no family could be fitted: family 'btt' has 1 run"),
 ])
 def test_bad_input_is_one_clear_message(tmp_path, make, message):
   root = tmp_path / "sweep"
@@ -75,9 +75,9 @@ def test_unreadable_config_is_one_line_per_run_and_the_rest_is_analysed(tmp_path
     (sweep / name / "config.json").write_text(text)
   stderr, summary = _summary(tmp_path, sweep)
   lines = [line for line in stderr.splitlines() if "left out" in line]
-  assert len(lines) == 2 and "cut" in lines[0] and "not valid JSON" in lines[0]
-  assert "listed" in lines[1] and "holds a list, not an object" in lines[1]
-  assert "- `cut`: config.json is not valid JSON" in summary and "| btt |" in summary
+  assert len(lines) == 2 and "cut" in lines[0] and "is not valid JSON" in lines[0]
+  assert "listed" in lines[1] and "holds a list, not a JSON object" in lines[1]
+  assert "cut/config.json is not valid JSON" in summary and "| btt |" in summary
 
 
 def test_every_run_left_out_or_used_in_part_is_listed_with_its_reason(tmp_path, sweep):
@@ -89,12 +89,15 @@ def test_every_run_left_out_or_used_in_part_is_listed_with_its_reason(tmp_path, 
   (sweep / "missing" / "metrics.jsonl").unlink()
   write_run(sweep, "no_eval", "dense", 9, [(1e9, 9.0)])
   (sweep / "no_eval" / "metrics.jsonl").write_text('{"step": 1, "train_loss": 3.0}\n{"step": 2, "tr')
+  write_run(sweep, "corrupt", "dense", 9, [(1e9, 9.0)])
+  (sweep / "corrupt" / "metrics.jsonl").write_text('{"step": 1, "eval_loss": 3.0}\n{"st\n{"step": 3}\n')
   _, summary = _summary(tmp_path, sweep)
   left_out, partial = summary.split("Runs left out:")[1].split("Runs used in part:")
   assert "- `nan`: non-finite loss (diverged)" in left_out
-  assert "- `empty`: metrics.jsonl has no readable lines" in left_out
+  assert "- `empty`: metrics.jsonl has no records" in left_out
   assert "- `missing`: no metrics.jsonl" in left_out
   assert "- `no_eval`: no evaluation logged yet" in left_out
+  assert "- `corrupt`: " in left_out and "metrics.jsonl:2 is not JSON" in left_out
   assert "- `unfinished`: unfinished (last logged step 20): its 2 evaluations so far are used" in partial
 
 
@@ -110,3 +113,10 @@ def test_two_run_family_gets_a_warning_not_an_interval(tmp_path):
   assert "- btt: 2 runs: too few sizes" in summary.split("Intervals withheld")[1]
   dense = next(line for line in summary.splitlines() if line.startswith("| dense |"))
   assert "withheld" not in dense
+
+
+def test_a_family_with_one_run_is_listed_and_the_others_analysed(tmp_path, sweep):
+  write_run(sweep, "monarch1", "monarch", 1, [(1e9, 9.0), (1e10, 8.0)])
+  _, summary = _summary(tmp_path, sweep)
+  assert "- monarch: family 'monarch' has 1 run(s)" in summary.split("Families not fitted:")[1]
+  assert "| btt |" in summary and "| monarch |" not in summary
