@@ -71,8 +71,10 @@ def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: st
   plots.frontiers(df, results, path=os.path.join(out, "scaling.png"))
   plots.residuals(results, path=os.path.join(out, "residuals.png"))
   plots.exponents(results, path=os.path.join(out, "exponents.png"))
-  if comparisons:
-    plots.multipliers(comparisons, reference, path=os.path.join(out, "multiplier.png"))
+  plottable = {name: c for name, c in comparisons.items()   # a degenerate fit gives no finite k
+               if (np.isfinite(c["table"]["k"]) & (c["table"]["k"] > 0)).any()}
+  if plottable:
+    plots.multipliers(plottable, reference, path=os.path.join(out, "multiplier.png"))
   text = report.summary(results, comparisons, reference, n_boot, left_out, skipped,
                         {run: why for run, why in loaded.partial.items() if run not in left_out},
                         unfitted)

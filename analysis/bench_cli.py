@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,28 +39,35 @@ def write_sweep(root: str) -> None:
                             **({"final": True} if i == len(g) - 1 else {})}) + "\n")
 
 
-def time_cli(checkout: str, sweep: str, out: str) -> float:
+def time_cli(checkout: str, sweep: str, out: str) -> tuple[float, float]:
+  """(wall, CPU) seconds of one ``python -m analysis`` process; CPU (user + system) is the
+  figure to compare on a shared, loaded machine."""
   env = {**os.environ, "PYTHONPATH": os.path.abspath(checkout)}
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
   t0 = time.perf_counter()
   subprocess.run([sys.executable, "-m", "analysis", sweep, "--out", out], env=env, check=True,
                  capture_output=True, cwd=checkout)
-  return time.perf_counter() - t0
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+  return time.perf_counter() - t0, cpu
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--checkout", action="append", default=["."],
-                      help="repository roots to time (default: this one)")
+  parser.add_argument("--checkout", action="append", default=None,
+                      help="repository roots to time (repeatable; default: this one)")
   args = parser.parse_args(argv)
   with tempfile.TemporaryDirectory() as tmp:
     sweep = os.path.join(tmp, "sweep")
     write_sweep(sweep)
-    print("| checkout | median s | min s | max s |\n|---|---|---|---|")
-    for checkout in args.checkout:
-      times = [time_cli(checkout, sweep, os.path.join(tmp, f"out{i}")) for i in range(args.repeats)]
-      print(f"| {checkout} | {np.median(times):.1f} | {min(times):.1f} | {max(times):.1f} |")
+    print("| checkout | wall s median [min, max] | CPU s median [min, max] |\n|---|---|---|")
+    for checkout in args.checkout or ["."]:
+      wall, cpu = np.array([time_cli(checkout, sweep, os.path.join(tmp, f"out{i}"))
+                            for i in range(args.repeats)]).T
+      print(f"| {checkout} | {np.median(wall):.1f} [{wall.min():.1f}, {wall.max():.1f}] | "
+            f"{np.median(cpu):.1f} [{cpu.min():.1f}, {cpu.max():.1f}] |")
   print(f"\n25 runs, 300 evaluations; load average {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} cores")
 

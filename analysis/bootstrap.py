@@ -150,7 +150,8 @@ def _joint(df, n, seed, x, y, method):
     groups = df["run"] if method == "joint-runs" else None
     weights = run_counts(groups, n, seed) if groups is not None else point_counts(df["run"], n, seed)
     draws = fits.fit_chinchilla(per_token, data, loss, weights_BxN=weights, warm=joint)
-  return joint.frontier(), draws.frontier(), joint
+  with np.errstate(all="ignore"):   # a draw with a degenerate term gives a nan frontier
+    return joint.frontier(), draws.frontier(), joint
 
 
 def point_counts(runs_N, n: int, seed: int = 0) -> np.ndarray:

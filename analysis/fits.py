@@ -230,7 +230,9 @@ def fit_chinchilla(n_params, n_data, loss, weights_BxN=None, warm: Chinchilla | 
   sol, starts = _solve(chinchilla_log, grid_SxP, x, log_l, weights,
                        None if warm is None else warm.starts, _resampled(resampled_BxN, ok))
   a, b, e, alpha, beta = np.moveaxis(sol.theta_SxP, -1, 0)
-  return Chinchilla(np.exp(e), np.exp(a), np.exp(b), alpha, beta, sol.objective_S,
+  with np.errstate(over="ignore"):   # a term fitted to ~0 has a huge log-coefficient: inf, harmless
+    E, A, B = np.exp(e), np.exp(a), np.exp(b)
+  return Chinchilla(E, A, B, alpha, beta, sol.objective_S,
                     sol.converged_S, starts)
 
 

@@ -49,7 +49,7 @@ def multipliers(comparisons: dict[str, dict], reference: str, path: str | None =
   """Compute multiplier k(L) = C_reference(L) / C_family(L) with its 95% band, vs loss."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for i, (family, c) in enumerate(sorted(comparisons.items())):
-    t = c["table"]
+    t = c["table"][np.isfinite(c["table"]["k"]) & (c["table"]["k"] > 0)]
     ax.plot(t["loss"], t["k"], color=f"C{i}", marker="o", ms=3, label=family)
     ax.fill_between(t["loss"], t["k_lo"], t["k_hi"], color=f"C{i}", alpha=0.15, lw=0)
   ax.axhline(1, color="gray", lw=0.8, ls="--")

@@ -33,6 +33,10 @@ def summary(results: dict[str, bootstrap.FamilyFit], comparisons: dict[str, dict
     if family in comparisons:
       c, h = comparisons[family], comparisons[family]["headline"]
       k, at, measured = _ci(h["k"], h["ci"]), f"{h['loss']:.4g}", f"{c['k_measured']:.3g}"
+      if warnings[family] or warnings.get(reference):
+        k = f"{h['k']:.3g} (interval withheld)"
+      if not np.isfinite(h["k"]):
+        k = "n/a: the fitted laws give no finite multiplier"
       if h["note"]:
         notes.append(f"- {family}: {h['note']}.")
     elif skipped and family in skipped:
