@@ -1,4 +1,4 @@
-"""python -m analysis.bench_cli [--repeats 3] [--checkout DIR ...]
+"""python -m benchmarks.analysis_cli [--repeats 3] [--checkout DIR ...]
 
 Wall time of ``python -m analysis`` (a fresh process: imports, loading, fits, 200 bootstrap
 refits per family, plots, reports) on a 25-run synthetic sweep (5 families x 5 widths, 12
