@@ -109,7 +109,7 @@ def test_two_run_family_gets_a_warning_not_an_interval(tmp_path):
     (sweep / name).rmdir()
   _, summary = _summary(tmp_path, sweep, n_boot=30)
   row = next(line for line in summary.splitlines() if line.startswith("| btt |"))
-  assert row.count("(interval withheld)") == 2 and "[" not in row.split("|")[3]
+  assert row.count("(interval withheld)") == 3 and "[" not in row.split("|")[3]   # alpha, E, k
   assert "- btt: 2 runs: too few sizes" in summary.split("Intervals withheld")[1]
   dense = next(line for line in summary.splitlines() if line.startswith("| dense |"))
   assert "withheld" not in dense
