@@ -11,7 +11,9 @@ process ``i > 0`` sends its stdout and stderr to ``<workdir>/logs/process_<i>.tx
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import time
 
 import jax
 
@@ -26,27 +28,39 @@ def requested() -> bool:
 
 def initialize() -> None:
   """Joins the cluster the environment describes (see the module docstring); a no-op without one.
-  An unreachable coordinator is a ConfigError naming the address and the timeout."""
+  An unreachable coordinator is a ConfigError naming the address and the timeout (JAX itself
+  would abort the process)."""
   if not requested() or jax.distributed.is_initialized():
     return
   address = os.environ.get("JAX_COORDINATOR_ADDRESS")
   count, index = os.environ.get("STRUX_NUM_PROCESSES"), os.environ.get("STRUX_PROCESS_ID")
   timeout = int(os.environ.get(TIMEOUT_ENV, "300"))
+  if address and index not in (None, "0"):
+    _wait_for_coordinator(address, timeout, f"process {index} of {count}")
   if os.environ.get("JAX_PLATFORMS", "cpu").split(",")[0] == "cpu":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(
         coordinator_address=address, num_processes=None if count is None else int(count),
         process_id=None if index is None else int(index), initialization_timeout=timeout)
-  except Exception as e:   # jaxlib raises XlaRuntimeError / ValueError with a long status text
-    if "DEADLINE_EXCEEDED" in str(e) or "timed out" in str(e).lower() or "Barrier" in str(e):
-      raise ConfigError(
-          f"could not reach the JAX coordinator at {address or '(auto-detected)'} within "
-          f"{TIMEOUT_ENV}={timeout}s (process {index} of {count}): is process 0 running and the "
-          "address reachable from this host?") from e
-    raise ConfigError(f"jax.distributed.initialize failed (JAX_COORDINATOR_ADDRESS={address}, "
-                      f"STRUX_NUM_PROCESSES={count}, STRUX_PROCESS_ID={index}): "
-                      f"{str(e).splitlines()[0]}") from e
+  except ValueError as e:   # nothing set and no cluster (Slurm, TPU pod, ...) detected
+    raise ConfigError(f"jax.distributed.initialize: {e} (JAX_COORDINATOR_ADDRESS={address}, "
+                      f"STRUX_NUM_PROCESSES={count}, STRUX_PROCESS_ID={index})") from e
+
+
+def _wait_for_coordinator(address: str, timeout: int, who: str) -> None:
+  host, _, port = address.rpartition(":")
+  deadline = time.time() + timeout
+  while True:
+    try:
+      socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+      return
+    except OSError:
+      if time.time() > deadline:
+        raise ConfigError(
+            f"could not reach the JAX coordinator at {address} within {TIMEOUT_ENV}={timeout}s "
+            f"({who}): is process 0 running, and the address reachable from this host?") from None
+      time.sleep(0.5)
 
 
 def redirect_other_processes(workdir: str) -> None:
