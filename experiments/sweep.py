@@ -65,11 +65,10 @@ def run_name(run: dict) -> str:
   return f"{slug}_{digest}"
 
 
-def command(config: str, run: dict, workdir: str) -> list[str]:
+def command(config: str, run: dict, workdir: str, python: str = sys.executable) -> list[str]:
   cfg = f"{config}:{run['arg']}" if run.get("arg") else config
   overrides = [f"--config.{k}={v}" for k, v in sorted(run.items()) if k != "arg"]
-  return [sys.executable, "-m", "experiments.main", f"--config={cfg}", *overrides,
-          f"--workdir={workdir}"]
+  return [python, "-m", "experiments.main", f"--config={cfg}", *overrides, f"--workdir={workdir}"]
 
 
 def summary(root: str, names: list[str], status: dict[str, str]) -> str:
@@ -137,8 +136,11 @@ def main(argv=None) -> int:
       if args.backend == "slurm":
         print(backend.sbatch_line(point, args))
         continue
-      cmd = shlex.join(point.command)
-      print(args.launcher.replace("{cmd}", shlex.quote(cmd)) if args.launcher else cmd)
+      if not args.launcher:
+        print(shlex.join(point.command))
+        continue
+      remote = ["python", *point.command[1:]]   # the remote hosts' Python, not this one's path
+      print(args.launcher.replace("{cmd}", shlex.quote(shlex.join(remote))))
     return 0
   if args.dry_run:
     for point, run in zip(points, runs):
