@@ -13,6 +13,7 @@ shell command per run (``sbatch`` lines with ``--backend slurm``), optionally wr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -44,7 +45,7 @@ def resources(path: str, args) -> backends.Resources:
   """A run's resource request: the sweep file's optional ``RESOURCES`` dict (keys cpus, gpus,
   tpus, nodes), then the command line's --cpus/--gpus/--tpus/--nodes."""
   declared = dict(getattr(_module(path), "RESOURCES", {}))
-  unknown = set(declared) - {f.name for f in backends.dataclasses.fields(backends.Resources)}
+  unknown = set(declared) - {f.name for f in dataclasses.fields(backends.Resources)}
   if unknown:
     sys.exit(f"error: RESOURCES in {path} has unknown keys {sorted(unknown)}; valid: "
              "['cpus', 'gpus', 'nodes', 'tpus']")
@@ -87,8 +88,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--sweep_arg", default=None, help="argument passed to the sweep's get_sweep")
   parser.add_argument("--root", default=None, help="parent of the runs' workdirs (default runs/<sweep name>)")
   parser.add_argument("--backend", default="local", help=f"where runs execute: {', '.join(backends.NAMES)}")
-  parser.add_argument("--workers", type=int, default=1,
-                      help="runs at once (local: one CPU core each; slurm: the array's parallelism)")
+  parser.add_argument("--workers", type=int, default=None,
+                      help="runs at once (local: default 1, one CPU core each; slurm: the array's "
+                           "parallelism, default unlimited)")
   parser.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
   parser.add_argument("--print-commands", action="store_true",
                       help="print one shell command per run (sbatch lines with --backend slurm)")

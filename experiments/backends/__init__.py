@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 
 NAMES = ("local", "ray", "slurm")
 _MODULES = {"local": "local", "ray": "ray_backend", "slurm": "slurm"}
@@ -45,6 +46,9 @@ def load(name: str):
   """The backend module ``name``; a missing engine is a BackendError naming the extra."""
   if name not in NAMES:
     raise BackendError(f"--backend={name!r} is unknown; valid: {list(NAMES)}")
+  # submitit's import runs logging.config.dictConfig, which closes every handler already set up
+  # (absl's among them); leave logging alone
+  os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
   if name in _EXTRAS:
     package, extra = _EXTRAS[name]
     try:

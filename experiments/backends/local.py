@@ -10,12 +10,12 @@ from experiments.backends.point import run_point
 
 
 def execute(points, options):
-  cores = os.cpu_count() or 1
-  with concurrent.futures.ThreadPoolExecutor(options.workers) as pool:
+  cores, workers = os.cpu_count() or 1, options.workers or 1
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     futures = {}
     for slot, point in enumerate(points):
       command, env = list(point.command), None
-      if options.workers > 1:   # pin each run to one core: two 1-core runs beat one 2-core run
+      if workers > 1:   # pin each run to one core: two 1-core runs beat one 2-core run
         env = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
                              "false intra_op_parallelism_threads=1").strip()}
         if shutil.which("taskset"):
