@@ -5,15 +5,19 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import runfiles
 from configs import gpt2_bytes, mlp_synthetic
-from experiments import optim, sharding, step, train, writers
+from experiments import config as run_config
+from experiments.errors import ConfigError
+from experiments.train import loop, sharding, step
 
 
 def _ten_steps(config, microbatches):
-  task, model, optimizer, _, mesh = train.build(config)
-  losses = [float(step.train_step(model, optimizer, sharding.shard_batch(task.train_batch(i), mesh),
-                                  task.loss, microbatches)[0]) for i in range(1, 11)]
-  return np.array(losses), jax.tree.leaves(nnx.state(model, nnx.Param))
+  run = loop.build(run_config.parse(config))
+  losses = [float(step.train_step(run.model, run.optimizer,
+                                  sharding.shard_batch(run.task.train_batch(i), run.mesh),
+                                  run.task.loss, microbatches)[0]) for i in range(1, 11)]
+  return np.array(losses), jax.tree.leaves(nnx.state(run.model, nnx.Param))
 
 
 @pytest.mark.parametrize("module, arg, mesh, optimizer", [
@@ -39,8 +43,8 @@ def test_accounting_is_unchanged_and_bad_counts_are_clear_errors(tmp_path):
     config = mlp_synthetic.get_config("runlocal")
     with config.unlocked():
       config.microbatches, config.steps = m, 10
-    train.train_and_evaluate(config, str(tmp_path / str(m)))
-    records[m] = writers.read_metrics(str(tmp_path / str(m)))
+    loop.train_and_evaluate(run_config.parse(config), str(tmp_path / str(m)))
+    records[m] = runfiles.read_metrics(str(tmp_path / str(m)))
   for a, b in zip(records[1], records[4], strict=True):
     assert (a["step"], a["examples"], a["tokens"], a["flops"]) == \
         (b["step"], b["examples"], b["tokens"], b["flops"])
@@ -48,6 +52,6 @@ def test_accounting_is_unchanged_and_bad_counts_are_clear_errors(tmp_path):
   config = mlp_synthetic.get_config("runlocal")   # batch 32 on 8 devices: 4 rows each
   with config.unlocked():
     config.microbatches = 8
-  with pytest.raises(optim.ConfigError, match=r"batch_size=32 is not divisible by the data-parallel "
+  with pytest.raises(ConfigError, match=r"batch_size=32 is not divisible by the data-parallel "
                      r"size 8 \(mesh data x fsdp\) x microbatches=8; use a multiple of 64"):
-    train.build(config)
+    loop.build(run_config.parse(config))

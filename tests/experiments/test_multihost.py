@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import runfiles
 from configs import gpt2_bytes, mlp_synthetic
-from experiments import checkpoint, sharding, step, train, writers
-from experiments.optim import ConfigError
+from experiments import config as run_config
+from experiments.errors import ConfigError
+from experiments.train import checkpoint, loop, sharding, step
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROCESSES, LOCAL_DEVICES = 2, 2
@@ -100,21 +102,22 @@ def _config(path_arg, **mesh):
 
 def _reference(config, steps):
   """Losses and model of a single-process run on 4 devices (the cluster's global batch)."""
-  task, model, optimizer, _, mesh = train.build(config)
-  losses = [float(step.train_step(model, optimizer, sharding.shard_batch(task.train_batch(i), mesh),
-                                  task.loss)[0]) for i in range(1, steps + 1)]
-  return np.array(losses), model
+  run = loop.build(run_config.parse(config))
+  losses = [float(step.train_step(run.model, run.optimizer,
+                                  sharding.shard_batch(run.task.train_batch(i), run.mesh),
+                                  run.task.loss)[0]) for i in range(1, steps + 1)]
+  return np.array(losses), run.model
 
 
 def _losses(workdir):
-  return np.array([r["train_loss"] for r in writers.read_metrics(str(workdir))])
+  return np.array([r["train_loss"] for r in runfiles.read_metrics(str(workdir))])
 
 
 def _restored(config, workdir):
   """(step, params) of the newest checkpoint, restored into this single process's mesh."""
-  _, model, optimizer, _, _ = train.build(config)
-  meta = checkpoint.Checkpointer(str(workdir)).restore_latest(model, optimizer)
-  return meta["step"], jax.tree.leaves(nnx.state(model, nnx.Param))
+  run = loop.build(run_config.parse(config))
+  meta = checkpoint.Checkpointer(str(workdir)).restore_latest(run.model, run.optimizer)
+  return meta["step"], jax.tree.leaves(nnx.state(run.model, nnx.Param))
 
 
 def _assert_params_close(a, b, atol):
@@ -161,7 +164,7 @@ def test_fsdp_cluster_preempted_on_one_host_stops_at_one_step_and_resumes_exactl
   straight_procs = _launch(straight, MLP, *args)
   procs = _launch(preempted, MLP, *args)
   t0 = time.time()
-  while len(writers.read_metrics(str(preempted))) < 3:
+  while len(runfiles.read_metrics(str(preempted))) < 3:
     assert all(p.poll() is None for p in procs), _consoles(preempted)
     assert time.time() - t0 < 600, _consoles(preempted)
     time.sleep(0.02)
@@ -184,11 +187,11 @@ def test_fsdp_cluster_preempted_on_one_host_stops_at_one_step_and_resumes_exactl
   step_b, params_b = _restored(config, preempted)
   assert step_a == step_b == steps
   _assert_params_close(params_a, params_b, atol=0)   # same layout: bit for bit
-  assert [r["step"] for r in writers.read_metrics(str(preempted))] == list(range(1, steps + 1))
+  assert [r["step"] for r in runfiles.read_metrics(str(preempted))] == list(range(1, steps + 1))
   np.testing.assert_array_equal(_losses(preempted), _losses(straight))
   with config.unlocked():
     config.log_every, config.eval_every = 1, 1000
-  train.train_and_evaluate(config, str(one_process))   # 2 processes -> 1
+  loop.train_and_evaluate(run_config.parse(config), str(one_process))   # 2 processes -> 1
   np.testing.assert_allclose(_losses(one_process), _losses(straight), atol=1e-5, rtol=0)
 
 
@@ -209,4 +212,4 @@ def test_unreachable_coordinator_and_mesh_not_spanning_the_cluster_are_clear_err
   with pytest.raises(ConfigError, match=re.escape(
       "config.mesh {'data': 3, 'fsdp': 2, 'tensor': 1} uses 6 of the 8 devices of 2 processes "
       "(4 each); on several processes the mesh must span every device (set one axis to -1)")):
-    sharding.make_mesh(_config(MLP, data=3, fsdp=2).mesh)
+    sharding.make_mesh(run_config.parse(_config(MLP, data=3, fsdp=2)).mesh)

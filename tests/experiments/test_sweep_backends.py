@@ -10,7 +10,8 @@ import time
 import pytest
 import ray
 
-from experiments import sweep, writers
+import runfiles
+from experiments import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 60
@@ -42,22 +43,22 @@ def _kill_midway_restart_and_rerun(tmp_path, *backend_args):
   proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   t0 = time.time()
-  while not any(writers.read_metrics(str(d)) for d in root.glob("*")):
+  while not any(runfiles.read_metrics(str(d)) for d in root.glob("*")):
     assert proc.poll() is None, proc.stdout.read()
     assert time.time() - t0 < 240
     time.sleep(0.05)
   os.killpg(proc.pid, signal.SIGKILL)   # the sweep driver and whatever shares its session
   proc.wait()
-  assert not all(writers.is_finished(str(d)) for d in root.glob("*"))
+  assert not all(runfiles.is_finished(str(d)) for d in root.glob("*"))
 
   restarted = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert restarted.returncode == 0, restarted.stdout + restarted.stderr
   runs = [d for d in sorted(root.glob("*")) if not d.name.startswith(".")]
   assert len(runs) == 4
   for run in runs:
-    steps = [r["step"] for r in writers.read_metrics(str(run))]
+    steps = [r["step"] for r in runfiles.read_metrics(str(run))]
     assert steps == sorted(set(steps)) and steps[-1] == STEPS   # no step twice
-    assert sum(bool(r.get("final")) for r in writers.read_metrics(str(run))) == 1
+    assert sum(bool(r.get("final")) for r in runfiles.read_metrics(str(run))) == 1
     # a finished run started again would log a resume from its last step
     assert f"resuming from the checkpoint at step {STEPS}" not in (run / "log.txt").read_text()
     assert run.name in restarted.stdout
