@@ -10,7 +10,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,ray,slurm]'   # the sweep backends' tests need Ray and submitit
 	touch $@
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist (offline image data); best effort.

@@ -34,6 +34,7 @@ class RunConfig:
   seed: int
   steps: int
   batch_size: int
+  microbatches: int   # gradient accumulation: the batch scanned in this many pieces
   log_every: int
   eval_every: int
   checkpoint_every: int

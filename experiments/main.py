@@ -56,12 +56,14 @@ def _check_override(config, dotted: str) -> None:
 
 def main(argv):
   del argv
-  from experiments.train import loop, sharding   # imports jax; after flags so --help is fast
-  sharding.maybe_initialize_distributed()
   from experiments import config as run_config
+  from experiments.train import distributed, loop   # imports jax; after flags so --help is fast
   from experiments.errors import USER_ERRORS
   from structured import mup
   try:
+    distributed.initialize()
+    if _WORKDIR.value:
+      distributed.redirect_other_processes(_WORKDIR.value)
     config = run_config.parse(_CONFIG.value)
     if _DRY_RUN.value:
       run = loop.build(config)

@@ -35,7 +35,7 @@ class Run:
 def build(config: RunConfig) -> Run:
   """The run's task, model, optimizer and mesh; no training."""
   mesh = sharding.make_mesh(config.mesh)
-  sharding.check_batch(mesh, config.batch_size)
+  sharding.check_batch(mesh, config.batch_size, config.microbatches)
   task = tasks.make(config.data, config.batch_size, config.seed)
   model = factory.build(config.model, task.spec, nnx.Rngs(config.seed), config.mup)
   sharding.place(model, mesh)
@@ -90,9 +90,9 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
   batches = prefetch.prefetch(train_batch, range(start + 1, config.steps + 1))
   record = {}
   t0 = time.time()
-  with preemption.SigtermFlag() as preempted, contextlib.closing(batches):
+  with preemption.Notice() as notice, contextlib.closing(batches):
     for step, batch in batches:
-      loss, finite = steps.train_step(model, optimizer, batch, task.loss)
+      loss, finite = steps.train_step(model, optimizer, batch, task.loss, config.microbatches)
       bad_grad = _first_bad(finite)
       if bad_grad or not np.isfinite(float(loss)):
         raise NonFiniteError(
@@ -113,9 +113,10 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
           record["final"] = True
         writer.write(record)
         writer.progress(step, record["train_loss"], examples, record["flops"])
-      if ckpt and (step % config.checkpoint_every == 0 or last or preempted()):
+      preempted = notice(step)
+      if ckpt and (step % config.checkpoint_every == 0 or last or preempted):
         ckpt.save(step, model, optimizer, {"examples": examples})
-      if preempted() and not last:
+      if preempted and not last:
         print(f"SIGTERM: saved the checkpoint at step {step}, stopping", flush=True)
         record = {"step": step, "preempted": True}
         break

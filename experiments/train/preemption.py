@@ -1,16 +1,29 @@
-"""SIGTERM (a cluster's preemption notice) as a flag the training loop polls between steps."""
+"""SIGTERM (a cluster's preemption notice) as a per-step question: save and stop at this step?
+
+One process: SIGTERM sets a flag the loop reads after each step. Several processes (a JAX
+cluster): JAX's preemption service owns SIGTERM; a notice to any process reaches all of them and
+they agree on one step to stop at (``multihost_utils.reached_preemption_sync_point``), so the
+whole cluster saves the same step and exits.
+"""
 
 import signal
 
+import jax
+from jax.experimental import multihost_utils
 
-class SigtermFlag:
-  """Context manager: inside it SIGTERM sets the flag instead of killing the process."""
+
+class Notice:
+  """Context manager; ``notice(step)``: True at the step where the run must save and stop.
+  Call it once after every step, on every process."""
 
   def __init__(self):
     self._set = False
     self._previous = None
+    self._cluster = jax.process_count() > 1
 
-  def __call__(self) -> bool:
+  def __call__(self, step: int) -> bool:
+    if self._cluster:
+      return multihost_utils.reached_preemption_sync_point(step)
     return self._set
 
   def _handle(self, signum, frame):
@@ -18,6 +31,8 @@ class SigtermFlag:
     self._set = True
 
   def __enter__(self):
+    if self._cluster:   # a Python handler would replace the one JAX's preemption service installed
+      return self
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:   # not the main thread: signals cannot be caught here

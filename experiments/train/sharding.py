@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import jax
 import numpy as np
@@ -22,12 +21,6 @@ from experiments.errors import ConfigError
 
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
-
-
-def maybe_initialize_distributed() -> None:
-  """``jax.distributed.initialize()`` when a multi-host launcher set the environment up."""
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("STRUX_DISTRIBUTED") == "1":
-    jax.distributed.initialize()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,19 +46,29 @@ def make_mesh(cfg: MeshConfig) -> jax.sharding.Mesh:
                       f"{n} are available")
   if sizes[2] != 1:
     raise ConfigError("config.mesh.tensor must be 1: tensor parallelism is not implemented yet")
-  devices = np.array(jax.devices()[: math.prod(sizes)]).reshape(sizes)
-  return jax.sharding.Mesh(devices, AXES)
+  hosts = jax.process_count()
+  if hosts > 1 and math.prod(sizes) != n:
+    raise ConfigError(f"config.mesh {dict(zip(AXES, sizes))} uses {math.prod(sizes)} of the {n} "
+                      f"devices of {hosts} processes ({jax.local_device_count()} each); on several "
+                      "processes the mesh must span every device (set one axis to -1)")
+  # Process-major order: host i's devices hold rows block i of the batch (see shard_batch).
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))[: math.prod(sizes)]
+  return jax.sharding.Mesh(np.array(devices).reshape(sizes), AXES)
 
 
 def batch_sharding(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def check_batch(mesh, batch_size: int, what: str = "batch_size") -> None:
+def check_batch(mesh, batch_size: int, microbatches: int = 1, what: str = "batch_size") -> None:
+  """Every device gets the same number of rows of every microbatch."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if batch_size % shards:
-    raise ConfigError(f"{what}={batch_size} is not divisible by the data-parallel size {shards} "
-                      f"(mesh data x fsdp); use a multiple of {shards}")
+  if microbatches < 1:
+    raise ConfigError(f"microbatches={microbatches} must be a positive integer")
+  if batch_size % (shards * microbatches):
+    raise ConfigError(
+        f"{what}={batch_size} is not divisible by the data-parallel size {shards} (mesh data x "
+        f"fsdp) x microbatches={microbatches}; use a multiple of {shards * microbatches}")
 
 
 def shard_batch(batch: dict, mesh) -> dict:

@@ -26,12 +26,36 @@ def loss_fn(model, batch, loss_name: str):
   return LOSSES[loss_name](model(batch["x"]), batch["y"])
 
 
-@nnx.jit(static_argnames="loss_name")
-def train_step(model, optimizer, batch, loss_name: str):
-  """One optimizer step; returns the loss and, per gradient tensor, whether it is all finite."""
-  loss, grads = nnx.value_and_grad(loss_fn)(model, batch, loss_name)
+@nnx.jit(static_argnames=("loss_name", "microbatches"))
+def train_step(model, optimizer, batch, loss_name: str, microbatches: int = 1):
+  """One optimizer step on the whole batch, its gradient accumulated over ``microbatches``
+  pieces when > 1; returns the loss and, per gradient tensor, whether it is all finite."""
+  if microbatches == 1:
+    loss, grads = nnx.value_and_grad(loss_fn)(model, batch, loss_name)
+  else:
+    loss, grads = _accumulated_value_and_grad(model, batch, loss_name, microbatches)
   optimizer.update(model, grads)
   return loss, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+
+
+def _accumulated_value_and_grad(model, batch, loss_name: str, microbatches: int):
+  """Mean loss and gradient over equal microbatches, scanned so one piece is live at a time.
+
+  Microbatch j takes rows j, j + m, j + 2m, ... (a reshape to [B/m, m, ...]): each device's
+  contiguous rows split evenly, so every piece stays spread over all data-parallel devices.
+  """
+  pieces = jax.tree.map(lambda v: jnp.swapaxes(v.reshape(-1, microbatches, *v.shape[1:]), 0, 1),
+                        batch)
+
+  @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+  def accumulate(carry, piece):
+    model, grad_sum = carry
+    loss, grads = nnx.value_and_grad(loss_fn)(model, piece, loss_name)
+    return (model, jax.tree.map(jnp.add, grad_sum, grads)), loss
+
+  zeros = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+  (_, grad_sum), losses = accumulate((model, zeros), pieces)
+  return jnp.mean(losses), jax.tree.map(lambda g: g / microbatches, grad_sum)
 
 
 @nnx.jit(static_argnames="loss_name")
