@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import pathlib
+import sys
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
 
@@ -10,6 +11,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_ste
 def test_quick_run_writes_tables(tmp_path):
   spec = importlib.util.spec_from_file_location("train_step_bench", SCRIPT)
   bench = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = bench   # dataclasses look their module up
   spec.loader.exec_module(bench)
   out = tmp_path / "bench"
   rows = bench.main(["--quick", "--parts", "layer", "recipe", "--repeats", "1", "--out", str(out)])
