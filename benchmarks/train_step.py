@@ -36,9 +36,9 @@ import numpy as np
 from flax import nnx
 
 import structured
+from experiments import config
 from experiments.train import optim, step as steps
 from models import factory
-from structured import mup
 
 # (label, config file, config arg); widths as in issue #14's table, the other families at a
 # FLOP budget comparable to dense w=256 (4.7M forward FLOPs per example)
@@ -82,50 +82,47 @@ class Row:
 
 
 def _config(name: str, arg: str, quick: bool):
-  module = __import__(f"configs.{name}", fromlist=["get_config"])
-  config = module.get_config(arg)
-  config.model.dtype = "float32"
+  """The ConfigDict of configs/<name>.py:<arg>, float32, at the benchmark's sizes."""
+  cfg = __import__(f"configs.{name}", fromlist=["get_config"]).get_config(arg)
+  cfg.model.dtype = "float32"
   if name == "gpt2_owt":
-    config.batch_size, config.data.seq_len = 8, 256
+    cfg.batch_size, cfg.data.seq_len = 8, 256
   if quick:
-    config.batch_size = 8
-    config.model.width = min(config.model.width, 64)
-    config.model.depth = 1
+    cfg.batch_size = 8
+    cfg.model.width, cfg.model.depth = min(cfg.model.width, 64), 1
     if name == "gpt2_owt":
-      config.data.seq_len, config.data.vocab = 16, 512
-  return config
+      cfg.data.seq_len, cfg.data.vocab = 16, 512
+  return cfg
 
 
-def _spec_and_batch(config, rng: np.random.Generator) -> tuple[dict, dict]:
-  b = config.batch_size
-  if config.model.name == "gpt2":
-    vocab, seq = config.data.vocab, config.data.seq_len
+def _spec_and_batch(cfg, rng: np.random.Generator) -> tuple[dict, dict]:
+  b = cfg.batch_size
+  if cfg.model.name == "gpt2":
+    vocab, seq = cfg.data.vocab, cfg.data.seq_len
     tokens = rng.integers(0, vocab, (b, seq + 1))
     return {"vocab": vocab, "seq_len": seq}, {"x": tokens[:, :-1], "y": tokens[:, 1:]}
-  classes = 100 if config.data.name == "cifar100" else 10
+  classes = 100 if cfg.data.name == "cifar100" else 10
   spec = {"image_shape": (32, 32, 3), "d_in": 3072, "d_out": classes}
   return spec, {"x": rng.standard_normal((b, 32, 32, 3), np.float32),
                 "y": rng.integers(0, classes, (b,))}
 
 
 def model_row(config_name: str, arg: str, quick: bool) -> tuple:
-  """A row's (step, forward, args, flops): the config's model, muP init and optimizer."""
-  config = _config(config_name, arg, quick)
-  spec, batch = _spec_and_batch(config, np.random.default_rng(0))
-  param = config.mup.parametrization
-  model = factory.build(config.model, spec, nnx.Rngs(0), param)
-  mup.apply_init(model, param)
-  base = factory.build_base(config.model, spec)
-  tx, _ = optim.make(config.optim, model, base, param, config.steps,
-                     depth=(config.model.get("base_depth", 0), config.model.depth))
+  """A row's (step, forward, flops): the config's model, muP init and optimizer, as the training
+  loop builds them (experiments/train/loop.py), on random data of the task's shapes."""
+  cfg = config.parse(_config(config_name, arg, quick))
+  spec, batch = _spec_and_batch(cfg, np.random.default_rng(0))
+  model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
+  base = factory.build_base(cfg.model, spec, cfg.mup)
+  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  loss = "lm" if config.model.name == "gpt2" else "xent"
+  loss = "lm" if cfg.model.name == "gpt2" else "xent"
   batch = jax.tree.map(jnp.asarray, batch)
   forward = nnx.jit(lambda m, b: steps.loss_fn(m, b, loss))
   flops = (model.flops_per_example(count_lookup=False) if loss == "lm"
            else model.flops_per_example())   # what XLA executes: the embedding is a lookup
   return (lambda: steps.train_step(model, optimizer, batch, loss),
-          lambda: forward(model, batch), flops * config.batch_size)
+          lambda: forward(model, batch), flops * cfg.batch_size)
 
 
 def layer_row(kind: str, d: int, tokens: int) -> tuple:
