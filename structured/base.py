@@ -122,19 +122,22 @@ class StructuredLinear(nnx.Module):
     self.d_in, self.d_out, self.role = d_in, d_out, role
     self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32)) if use_bias else None
 
-  def __call__(self, x_NxI: jax.Array) -> jax.Array:
-    if x_NxI.shape[-1] != self.d_in:
-      raise ValueError(f"{type(self).__name__} expects last dim {self.d_in}, got {x_NxI.shape}")
-    y = self._matmul(x_NxI)
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.shape[-1] != self.d_in:
+      raise ValueError(f"{type(self).__name__} expects last dim {self.d_in}, got {x.shape}")
+    # every family sees tokens as one [N, d_in] matrix: a weight gradient summed over a single
+    # token axis is a plain matmul, where [B, L, d] makes XLA sum over two axes (2.5x slower on
+    # CPU for GPT-2's head; benchmarks/results/train_step_cpu.md)
+    y_NxO = self._matmul(x.reshape(-1, self.d_in))
     if self.bias is not None:
-      y = y + self.bias[...].astype(jnp.float32)
-    y = y.astype(x_NxI.dtype)
+      y_NxO = y_NxO + self.bias[...].astype(jnp.float32)
+    y = y_NxO.astype(x.dtype).reshape(*x.shape[:-1], self.d_out)
     if hasattr(self, "__captures__"):   # inside nnx.capture (coordinate checks): record the output
       self.sow(nnx.Intermediate, "output", y)
     return y
 
-  def _matmul(self, x: jax.Array) -> jax.Array:
-    """``x @ W`` accumulated in float32 (returned in float32)."""
+  def _matmul(self, x_NxI: jax.Array) -> jax.Array:
+    """``x @ W`` for a [N, d_in] batch of tokens, accumulated in float32 (returned in float32)."""
     raise NotImplementedError
 
   def to_dense(self) -> jax.Array:
@@ -167,5 +170,19 @@ class StructuredLinear(nnx.Module):
 def einsum(expr: str, *operands: jax.Array) -> jax.Array:
   """einsum in the first operand's dtype with float32 accumulation; params are cast to it."""
   dtype = operands[0].dtype
-  return jnp.einsum(expr, *(o.astype(dtype) for o in operands),
+  return jnp.einsum(expr, *(cast_for_dot(o, dtype) for o in operands),
                     preferred_element_type=jnp.float32)
+
+
+def cast_for_dot(operand: jax.Array, dtype) -> jax.Array:
+  """``operand`` in ``dtype``, ready for a dot with float32 accumulation.
+
+  XLA:CPU has no bfloat16 x bfloat16 -> float32 dot for every layout ("Unsupported element type
+  for DotThunk::Execute"), so on CPU bfloat16 operands are rounded to bfloat16 and then widened
+  to float32: the products of bfloat16 numbers are exact in float32, so the result is the same
+  bf16-in, f32-accumulate contraction. The one place this backend choice lives.
+  """
+  operand = operand.astype(dtype)
+  if dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+    return operand.astype(jnp.float32)
+  return operand

@@ -1,0 +1,242 @@
+"""Time full train steps and single structured layers: does a FLOP saving become time?
+
+  PYTHONPATH=. python benchmarks/train_step.py [--quick] [--parts recipe gpt2 vit layer]
+                                               [--repeats 5] [--out benchmarks/results/train_step_cpu]
+
+Parts (each row built from the repo's configs and run through the real step, with random data of
+the task's shapes, so no dataset is read):
+- ``recipe``: Compute Better Spent's CIFAR MLP (configs/mlp_cifar.py: depth 3, 3072 -> 10,
+  w -> 4w -> w blocks, all but the readout structured, batch 1024, Adam with muP) for each family
+  in RECIPE at its width;
+- ``gpt2``: configs/gpt2_owt.py at d_model 256, 4 layers, 4 heads, context 256, batch 8, float32,
+  dense and BTT; ``vit``: configs/vit_cifar.py at its default size, dense and BTT;
+- ``layer``: one square d x d layer, forward + backward (grads of sum(y) w.r.t. params and input)
+  on 4096 tokens, d in {1024, 2048, 4096}.
+Every row reports the median (min, max) milliseconds of the full step (forward, backward, Adam
+update) and of the forward alone, the backward/forward ratio (fwd+bwd over fwd, minus 1), the
+achieved GFLOP/s (3 x forward FLOPs / step time: forward + two backward matmuls), and that rate as
+a fraction of the dense row of the same part, measured in the same process. ``--quick`` shrinks
+everything to seconds (tests run it). Writes ``OUT.md`` and ``OUT.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import structured
+from experiments import config
+from experiments.train import optim, step as steps
+from models import factory
+
+# (label, config file, config arg); widths as in issue #14's table, the other families at a
+# FLOP budget comparable to dense w=256 (4.7M forward FLOPs per example)
+RECIPE = [
+    ("dense w=256", "mlp_cifar", "kind=dense,width=256"),
+    ("dense w=512", "mlp_cifar", "kind=dense,width=512"),
+    ("btt r=1 w=1024", "mlp_cifar", "kind=btt,rank=1,width=1024"),
+    ("btt r=1 w=2048", "mlp_cifar", "kind=btt,rank=1,width=2048"),
+    ("low_rank 0.25 w=1024", "mlp_cifar", "kind=low_rank,rank_frac=0.25,width=1024"),
+    ("monarch b=4 w=512", "mlp_cifar", "kind=monarch,blocks=4,width=512"),
+    ("kronecker w=1024", "mlp_cifar", "kind=kronecker,width=1024"),
+    ("block_diag b=4 w=512", "mlp_cifar", "kind=block_diag,blocks=4,width=512"),
+    ("tt c=3 r=2 w=1024", "mlp_cifar", "kind=tt,cores=3,rank=2,width=1024"),
+    ("blast w=512", "mlp_cifar", "kind=blast,width=512"),
+    ("pixelfly w=512", "mlp_cifar", "kind=pixelfly,width=512"),
+    ("block_sparse 0.25 w=512", "mlp_cifar", "kind=block_sparse,density=0.25,width=512"),
+    ("nm_sparse 2:4 w=384", "mlp_cifar", "kind=nm_sparse,width=384"),
+    ("sparse_lowrank w=512", "mlp_cifar", "kind=sparse_lowrank,width=512"),
+]
+MODELS = [
+    ("gpt2 dense", "gpt2_owt", "kind=dense,width=256,depth=4,heads=4"),
+    ("gpt2 btt r=4", "gpt2_owt", "kind=btt,rank=4,width=256,depth=4,heads=4"),
+    ("vit dense", "vit_cifar", "kind=dense"),
+    ("vit btt r=1", "vit_cifar", "kind=btt,rank=1"),
+]
+LAYER_KINDS = {"dense": {}, "btt": {"rank": 1}, "monarch": {"blocks": 4}, "kronecker": {},
+               "block_diag": {"blocks": 4}, "low_rank": {"rank_frac": 0.25},
+               "block_sparse": {"density": 0.25}, "pixelfly": {}, "tt": {"cores": 3, "rank": 2}}
+
+
+@dataclasses.dataclass
+class Row:
+  part: str
+  name: str
+  flops: int            # forward FLOPs of one step's batch
+  step_s: list[float]   # full step (fwd + bwd [+ update]) seconds per repeat
+  fwd_s: list[float]    # forward-only seconds per repeat
+
+  def gflops(self) -> float:
+    return 3 * self.flops / statistics.median(self.step_s) / 1e9
+
+
+def _config(name: str, arg: str, quick: bool):
+  """The ConfigDict of configs/<name>.py:<arg>, float32, at the benchmark's sizes."""
+  cfg = __import__(f"configs.{name}", fromlist=["get_config"]).get_config(arg)
+  cfg.model.dtype = "float32"
+  if name == "gpt2_owt":
+    cfg.batch_size, cfg.data.seq_len = 8, 256
+  if quick:
+    cfg.batch_size = 8
+    cfg.model.width, cfg.model.depth = min(cfg.model.width, 64), 1
+    if name == "gpt2_owt":
+      cfg.data.seq_len, cfg.data.vocab = 16, 512
+  return cfg
+
+
+def _spec_and_batch(cfg, rng: np.random.Generator) -> tuple[dict, dict]:
+  b = cfg.batch_size
+  if cfg.model.name == "gpt2":
+    vocab, seq = cfg.data.vocab, cfg.data.seq_len
+    tokens = rng.integers(0, vocab, (b, seq + 1))
+    return {"vocab": vocab, "seq_len": seq}, {"x": tokens[:, :-1], "y": tokens[:, 1:]}
+  classes = 100 if cfg.data.name == "cifar100" else 10
+  spec = {"image_shape": (32, 32, 3), "d_in": 3072, "d_out": classes}
+  return spec, {"x": rng.standard_normal((b, 32, 32, 3), np.float32),
+                "y": rng.integers(0, classes, (b,))}
+
+
+def model_row(config_name: str, arg: str, quick: bool) -> tuple:
+  """A row's (step, forward, flops): the config's model, muP init and optimizer, as the training
+  loop builds them (experiments/train/loop.py), on random data of the task's shapes."""
+  cfg = config.parse(_config(config_name, arg, quick))
+  spec, batch = _spec_and_batch(cfg, np.random.default_rng(0))
+  model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
+  base = factory.build_base(cfg.model, spec, cfg.mup)
+  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  loss = "lm" if cfg.model.name == "gpt2" else "xent"
+  batch = jax.tree.map(jnp.asarray, batch)
+  forward = nnx.jit(lambda m, b: steps.loss_fn(m, b, loss))
+  flops = (model.flops_per_example(count_lookup=False) if loss == "lm"
+           else model.flops_per_example())   # what XLA executes: the embedding is a lookup
+  return (lambda: steps.train_step(model, optimizer, batch, loss),
+          lambda: forward(model, batch), flops * cfg.batch_size)
+
+
+def layer_row(kind: str, d: int, tokens: int) -> tuple:
+  """A row's (fwd+bwd, forward, flops) for one square d x d layer of ``kind``."""
+  layer = structured.make(kind, d, d, rngs=nnx.Rngs(0), **LAYER_KINDS[kind])
+  graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+  def loss(params, x):
+    return jnp.sum(nnx.merge(graphdef, params, rest)(x))
+
+  grads, forward = jax.jit(jax.grad(loss, argnums=(0, 1))), jax.jit(loss)
+  x = jax.random.normal(jax.random.key(0), (tokens, d), jnp.float32)
+  return lambda: grads(params, x), lambda: forward(params, x), layer.flops_per_token() * tokens
+
+
+def time_rows(builders: list[tuple[str, str, callable]], repeats: int) -> list[Row]:
+  """Builds every row, warms each up, then times them round-robin (``repeats`` rounds), so
+  machine load drifts hit all rows alike."""
+  built = []
+  for part, name, build in builders:
+    step, forward, flops = build()
+    jax.block_until_ready((step(), forward()))    # compile + warm-up
+    built.append((Row(part, name, flops, [], []), step, forward))
+    print(f"  built {part}: {name}", file=sys.stderr, flush=True)
+  for _ in range(repeats):
+    for row, step, forward in built:
+      for fn, times in ((step, row.step_s), (forward, row.fwd_s)):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+  return [row for row, _, _ in built]
+
+
+def _ms(times: list[float]) -> str:
+  return f"{1e3 * statistics.median(times):.1f} ({1e3 * min(times):.1f}-{1e3 * max(times):.1f})"
+
+
+def table(rows: list[Row], title: str) -> str:
+  dense = rows[0]   # every table's first row is its dense baseline
+  dense_step = statistics.median(dense.step_s)
+  lines = [f"### {title}", "",
+           "| row | fwd GFLOP | step ms median (min-max) | fwd ms median (min-max) | bwd/fwd "
+           "| GFLOP/s | GFLOP/s vs dense | time vs dense |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in rows:
+    step, fwd = statistics.median(r.step_s), statistics.median(r.fwd_s)
+    lines.append(f"| {r.name} | {r.flops / 1e9:.3f} | {_ms(r.step_s)} | {_ms(r.fwd_s)} "
+                 f"| {(step - fwd) / fwd:.2f} | {r.gflops():.1f} | {r.gflops() / dense.gflops():.2f} "
+                 f"| {step / dense_step:.2f} |")
+  return "\n".join(lines) + "\n"
+
+
+def builders(parts: list[str], quick: bool) -> dict[str, list[tuple]]:
+  """Per table title, the (part, name, build) of its rows; the first row is its dense baseline."""
+  out = {}
+  if "recipe" in parts:
+    recipe = [RECIPE[0], RECIPE[2]] if quick else RECIPE
+    out["CIFAR MLP recipe: full train step (batch 1024)"] = [
+        ("recipe", label, lambda c=c, a=a: model_row(c, a, quick))
+        for label, c, a in recipe]
+  for part, prefix, title in (("gpt2", "gpt2", "GPT-2 d 256, 4 layers, context 256, batch 8"),
+                              ("vit", "vit", "ViT (configs/vit_cifar.py), batch 256")):
+    if part in parts:
+      out[title] = [(part, label, lambda c=c, a=a: model_row(c, a, quick))
+                    for label, c, a in MODELS if label.startswith(prefix)]
+  if "layer" in parts:
+    dims, tokens = ((128,), 256) if quick else ((1024, 2048, 4096), 4096)
+    kinds = ["dense", "btt"] if quick else list(LAYER_KINDS)
+    for d in dims:
+      out[f"Single layer d = {d}, {tokens} tokens, forward + backward"] = [
+          ("layer", kind, lambda k=kind, d=d: layer_row(k, d, tokens)) for kind in kinds]
+  return out
+
+
+def header(args, command: str) -> str:
+  load = os.getloadavg()
+  return (f"# Train-step and layer timings\n\nCommand: `{command}`\n\n"
+          f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+          f"float32. Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+          f"(1 / 5 / 15 min). Median (min-max) of {args.repeats} round-robin repeats after a "
+          "warm-up; GFLOP/s = 3 x forward FLOPs / step time.\n")
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--parts", nargs="+", default=["recipe", "gpt2", "vit", "layer"],
+                      choices=["recipe", "gpt2", "vit", "layer"])
+  parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--out", help="write OUT.md and OUT.csv")
+  args = parser.parse_args(argv)
+  command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])
+  text, rows = header(args, command), []
+  print(text, flush=True)
+  for title, part_rows in builders(args.parts, args.quick).items():
+    timed = time_rows(part_rows, args.repeats)
+    section = table(timed, title)
+    print(section, flush=True)
+    text, rows = text + "\n" + section, rows + timed
+  text += f"\nLoad average at end: {os.getloadavg()[0]:.1f}\n"
+  if args.out:
+    with open(args.out + ".md", "w") as f:
+      f.write(text)
+    with open(args.out + ".csv", "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(["part", "row", "fwd_flops", "step_ms_median", "step_ms_min", "step_ms_max",
+                       "fwd_ms_median", "gflops_per_s"])
+      for r in rows:
+        writer.writerow([r.part, r.name, r.flops, 1e3 * statistics.median(r.step_s),
+                         1e3 * min(r.step_s), 1e3 * max(r.step_s),
+                         1e3 * statistics.median(r.fwd_s), r.gflops()])
+  return rows
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,85 @@
+"""The structured-layer call path: tokens as one [N, d_in] matrix, and bfloat16 on every backend.
+
+StructuredLinear flattens [..., d_in] to [N, d_in] before a family's contraction and restores the
+lead axes after; values and gradients (params and input) must equal those of the dense matrix the
+layer represents, at 3-D inputs, square and rectangular shapes, ranks > 1 and c > 2 cores. bf16:
+XLA:CPU lacks some bf16 x bf16 -> f32 dots (e.g. the transposed-lhs matvec a one-token kronecker
+call lowers to), so base.einsum widens bf16 operands on CPU; bf16 results are checked against
+float32 at bf16's resolution (rel. 2e-2; bf16 keeps 8 mantissa bits).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import structured
+
+CASES = [(kind, {}) for kind in sorted(structured.FAMILIES)] + [
+    ("btt", {"rank": 2, "cores": 3}), ("btt", {"rank": 3}), ("tt", {"cores": 4, "rank": 3}),
+    ("kronecker", {"factors": 3}), ("low_rank", {"rank": 5})]
+SHAPES = [(64, 64), (64, 144)]
+
+
+def _loss_via(layer, apply):
+  """sum(apply(layer params, x) * r) as a function of (params, x), for a fixed random r."""
+  graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+  def loss(params, x, r):
+    return jnp.sum(apply(nnx.merge(graphdef, params, rest), x) * r)
+
+  return loss, params
+
+
+@pytest.mark.parametrize("d_in,d_out", SHAPES)
+@pytest.mark.parametrize("kind,hparams", CASES, ids=[f"{k}{h or ''}" for k, h in CASES])
+def test_3d_input_values_and_grads_match_the_dense_matrix(kind, hparams, d_in, d_out):
+  layer = structured.make(kind, d_in, d_out, rngs=nnx.Rngs(0), use_bias=True, **hparams)
+  x = jax.random.normal(jax.random.key(1), (2, 3, d_in))
+  r = jax.random.normal(jax.random.key(2), (2, 3, d_out))
+  loss, params = _loss_via(layer, lambda m, x: m(x))
+  ref, _ = _loss_via(layer, lambda m, x: x @ m.to_dense() + (m.bias[...] if m.bias is not None
+                                                               else 0.0))
+  got, want = jax.grad(loss, (0, 1))(params, x, r), jax.grad(ref, (0, 1))(params, x, r)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.abs(w).max()) + 1e-7)
+  assert layer(x).shape == (2, 3, d_out)
+
+
+@pytest.mark.parametrize("kind,hparams", CASES, ids=[f"{k}{h or ''}" for k, h in CASES])
+def test_bfloat16_one_token_eager_and_grad(kind, hparams):
+  layer = structured.make(kind, 64, 144, rngs=nnx.Rngs(0), **hparams)
+  x = jax.random.normal(jax.random.key(1), (1, 64))
+  y16 = layer(x.astype(jnp.bfloat16))   # eager: one dot per op, no fusion to hide a bad layout
+  want = layer(x)
+  assert y16.dtype == jnp.bfloat16
+  assert float(jnp.abs(y16.astype(jnp.float32) - want).max()) < 2e-2 * float(jnp.abs(want).max())
+  grad = jax.grad(lambda v: jnp.sum(layer(v).astype(jnp.float32) ** 2))
+  g16, g32 = grad(x.astype(jnp.bfloat16)), grad(x)
+  assert float(jnp.abs(g16.astype(jnp.float32) - g32).max()) < 3e-2 * float(jnp.abs(g32).max())
+
+
+@pytest.mark.parametrize("d_in,d_out,n", [(32, 128, 1), (128, 16, 1), (32, 128, 7)])
+def test_kronecker_bfloat16_shapes_that_failed_on_cpu(d_in, d_out, n):
+  # was: UNIMPLEMENTED: Unsupported element type for DotThunk::Execute: BF16 x BF16 = F32
+  layer = structured.make("kronecker", d_in, d_out, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (n, d_in))
+  grad = nnx.grad(lambda m, v: jnp.sum(m(v).astype(jnp.float32) ** 2))
+  y16 = layer(x.astype(jnp.bfloat16))
+  assert float(jnp.abs(y16 - layer(x)).max()) < 2e-2 * float(jnp.abs(layer(x)).max())
+  for g16, g32 in zip(jax.tree.leaves(grad(layer, x.astype(jnp.bfloat16))),
+                      jax.tree.leaves(grad(layer, x))):
+    assert float(jnp.abs(g16 - g32).max()) < 3e-2 * float(jnp.abs(g32).max())
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_block_sparse_pallas_fallback_runs_in_bfloat16(n):
+  layer = structured.make("block_sparse", 64, 128, rngs=nnx.Rngs(0), impl="pallas")
+  x = jax.random.normal(jax.random.key(1), (n, 64))
+  y16 = layer(x.astype(jnp.bfloat16))   # off TPU: the eager pure-jnp fallback
+  want = x @ layer.to_dense()
+  assert float(jnp.abs(y16.astype(jnp.float32) - want).max()) < 2e-2 * float(jnp.abs(want).max())
+  g16 = jax.grad(lambda v: jnp.sum(layer(v).astype(jnp.float32)))(x.astype(jnp.bfloat16))
+  np.testing.assert_allclose(g16.astype(jnp.float32), layer.to_dense().sum(1)[None].repeat(n, 0),
+                             rtol=2e-2, atol=2e-2 * float(jnp.abs(layer.to_dense().sum(1)).max()))
