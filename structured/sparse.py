@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from structured import masked
-from structured.base import Core, StructuredLinear, StructureError, einsum, mup_init_std
+from structured.base import Core, StructuredLinear, StructureError, einsum, init_core
 
 
 class Sparse(StructuredLinear):
@@ -33,21 +33,22 @@ class Sparse(StructuredLinear):
     masked.check_block(self.kind, d_in, d_out, block)
     self.block, self.straight_through = block, False
     grid = (d_in // block, d_out // block)
-    self.mask = masked.Mask(jnp.ones(grid, bool))
-    self.w = nnx.Param(jnp.zeros((d_in, d_out), jnp.float32))
-    self.density = 1.0
-    self.resample(density, rngs.params())
+    kept = max(1, round(density * grid[0] * grid[1]))
+    self.density = kept / (grid[0] * grid[1])
+    self.mask = masked.Mask(masked.random_mask(rngs.params(), grid, kept))
+    w = init_core(rngs, (d_in, d_out), *self._fans())   # the run's init rule (structured.make)
+    self.w = nnx.Param(masked.apply(w[...], self.mask[...], block))
 
-  def resample(self, density: float, key: jax.Array) -> None:
-    """A fresh random mask keeping round(density * entries) (at least one), W redrawn at the
-    muP std of the new effective fans (masked entries 0); called at init and by the sparsity
+  def resample(self, density: float, key: jax.Array, std) -> None:
+    """A fresh random mask keeping round(density * entries) (at least one), W redrawn at
+    ``std(fan_in, fan_out)`` of the new effective fans (masked entries 0); called by the sparsity
     setup, outside jit."""
     mask_key, w_key = jax.random.split(key)
     cells = self.mask[...].size
     kept = max(1, round(density * cells))
     self.density = kept / cells
     self.mask[...] = masked.random_mask(mask_key, self.mask[...].shape, kept)
-    w = jax.random.normal(w_key, self.w[...].shape, jnp.float32) * mup_init_std(*self._fans())
+    w = jax.random.normal(w_key, self.w[...].shape, jnp.float32) * std(*self._fans())
     self.w[...] = masked.apply(w, self.mask[...], self.block)
 
   def mask_spec(self):

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
-from experiments.optim import path_key
+from experiments.train.optim import path_key
 from experiments.sparsity import gmp, plan as plans, rigl, schedule, set_regrow, spdf, srste, static
 from structured import masked
 
@@ -27,15 +26,15 @@ METHODS = {"static": static, "gmp": gmp, "set": set_regrow, "rigl": rigl, "srste
 assert set(METHODS) == set(schedule.METHODS) - {"none"}
 
 
-def make_plan(config: ml_collections.ConfigDict, model: nnx.Module) -> plans.Plan | None:
-  """The run's plan (None without a ``sparsity`` section or with method 'none'); depends only
-  on the config and the model's shapes, so it can be rebuilt for a restored model."""
-  sched = schedule.parse(config.get("sparsity"), config.steps, config.seed)
-  return plans.make(sched, model)
+def make_plan(config, model: nnx.Module) -> plans.Plan | None:
+  """The plan of a RunConfig's ``sparsity`` section (None for method 'none'); depends only on
+  the config and the model's shapes, so it can be rebuilt for a restored model."""
+  return plans.make(schedule.make(config.sparsity, config.steps, config.seed), model)
 
 
-def prepare(config: ml_collections.ConfigDict, model: nnx.Module) -> plans.Plan | None:
-  """Builds the plan and sets every planned layer up for its method (outside jit)."""
+def prepare(config, model: nnx.Module) -> plans.Plan | None:
+  """Builds the plan and sets every planned layer up for its method (outside jit): masks and
+  weights redrawn at the run's muP init (``config.mup``: core std, zero-init roles)."""
   plan = make_plan(config, model)
   if plan is None:
     return None
@@ -43,7 +42,11 @@ def prepare(config: ml_collections.ConfigDict, model: nnx.Module) -> plans.Plan 
   for index, lp in enumerate(plan.layers):
     layer = layers[lp.path]
     layer.straight_through = method.STRAIGHT_THROUGH
-    method.setup(layer, lp, jax.random.fold_in(jax.random.key(plan.schedule.seed), index))
+    method.setup(layer, lp, jax.random.fold_in(jax.random.key(plan.schedule.seed), index),
+                 config.mup.core_std)
+    if config.mup.starts_at_zero(layer.role):
+      weight = getattr(layer, lp.weight)
+      weight[...] = jnp.zeros_like(weight[...])
   return plan
 
 

@@ -11,10 +11,10 @@ RESET_MOMENTS = True
 grad = static.grad
 
 
-def setup(layer, lp, key) -> None:
-  """Dense start: an all-ones mask, the weight at the dense muP std."""
+def setup(layer, lp, key, std) -> None:
+  """Dense start: an all-ones mask, the weight at the dense ``std``."""
   del lp
-  layer.resample(1.0, key)
+  layer.resample(1.0, key, std)
 
 
 def update(w, mask, g, u, key, lp, schedule):

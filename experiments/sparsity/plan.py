@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from experiments.optim import ConfigError
+from experiments.errors import ConfigError
 from experiments.sparsity.schedule import Schedule, layer_densities
 from structured import masked
 

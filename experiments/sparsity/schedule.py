@@ -19,9 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import ml_collections
-
-from experiments.optim import ConfigError
+from experiments.errors import ConfigError
 
 METHODS = ("none", "static", "gmp", "set", "rigl", "srste", "spdf")
 DISTRIBUTIONS = ("uniform", "erk")
@@ -57,42 +55,49 @@ class Schedule:
     return self.drop_fraction / 2 * (1 + math.cos(math.pi * step / max(1, self.end_step)))
 
 
-def _fraction(cfg, key: str) -> float:
-  value = cfg.get(key)
-  if not (isinstance(value, (int, float)) and 0 <= value <= 1):
-    raise ConfigError(f"sparsity.{key}={value!r} must be a fraction of training in [0, 1]")
-  return float(value)
+@dataclasses.dataclass(frozen=True)
+class SparsityConfig:
+  """The ``sparsity`` section (keys in the module doc), each value checked on construction."""
+
+  method: str
+  density: float
+  distribution: str
+  delta_t: int
+  start_frac: float
+  end_frac: float
+  drop_fraction: float
+  lambda_w: float
+  switch_frac: float
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ConfigError(f"sparsity.method='{self.method}' is unknown; valid: {list(METHODS)}")
+    if not 0 < self.density <= 1:
+      raise ConfigError(f"sparsity.density={self.density!r} must be in (0, 1] (the fraction of "
+                        "weights kept; 0.1 = 90% sparse)")
+    if self.distribution not in DISTRIBUTIONS:
+      raise ConfigError(f"sparsity.distribution='{self.distribution}' is unknown; valid: "
+                        f"{list(DISTRIBUTIONS)}")
+    if self.delta_t < 1:
+      raise ConfigError(f"sparsity.delta_t={self.delta_t!r} must be an int >= 1 (steps between "
+                        "updates)")
+    for key in ("start_frac", "end_frac", "switch_frac", "drop_fraction"):
+      if not 0 <= getattr(self, key) <= 1:
+        raise ConfigError(f"sparsity.{key}={getattr(self, key)!r} must be a fraction in [0, 1]")
+    if self.end_frac < self.start_frac:
+      raise ConfigError(f"sparsity.end_frac={self.end_frac} is before sparsity.start_frac="
+                        f"{self.start_frac}; the update window needs start_frac <= end_frac")
+    if self.lambda_w < 0:
+      raise ConfigError(f"sparsity.lambda_w={self.lambda_w!r} must be >= 0")
 
 
-def parse(cfg: ml_collections.ConfigDict | None, steps: int, seed: int) -> Schedule | None:
-  """The checked schedule of a ``sparsity`` section (None for no section or method 'none');
-  each bad value is one ConfigError naming the key and what is valid."""
-  if cfg is None or cfg.get("method", "none") == "none":
+def make(cfg: SparsityConfig, steps: int, seed: int) -> Schedule | None:
+  """The schedule of a run of ``steps`` steps (None for method 'none')."""
+  if cfg.method == "none":
     return None
-  if cfg.method not in METHODS:
-    raise ConfigError(f"sparsity.method='{cfg.method}' is unknown; valid: {list(METHODS)}")
-  density = cfg.get("density")
-  if not (isinstance(density, (int, float)) and 0 < density <= 1):
-    raise ConfigError(f"sparsity.density={density!r} must be in (0, 1] (the fraction of weights "
-                      "kept; 0.1 = 90% sparse)")
-  if cfg.get("distribution") not in DISTRIBUTIONS:
-    raise ConfigError(f"sparsity.distribution='{cfg.get('distribution')}' is unknown; valid: "
-                      f"{list(DISTRIBUTIONS)}")
-  delta_t = cfg.get("delta_t")
-  if not (isinstance(delta_t, int) and delta_t >= 1):
-    raise ConfigError(f"sparsity.delta_t={delta_t!r} must be an int >= 1 (steps between updates)")
-  start, end, switch = (_fraction(cfg, k) for k in ("start_frac", "end_frac", "switch_frac"))
-  if end < start:
-    raise ConfigError(f"sparsity.end_frac={end} is before sparsity.start_frac={start}; the "
-                      "update window needs start_frac <= end_frac")
-  alpha, lambda_w = cfg.get("drop_fraction"), cfg.get("lambda_w")
-  if not (isinstance(alpha, (int, float)) and 0 <= alpha <= 1):
-    raise ConfigError(f"sparsity.drop_fraction={alpha!r} must be in [0, 1]")
-  if not (isinstance(lambda_w, (int, float)) and lambda_w >= 0):
-    raise ConfigError(f"sparsity.lambda_w={lambda_w!r} must be >= 0")
-  return Schedule(cfg.method, steps, float(density), cfg.distribution, delta_t,
-                  round(start * steps), round(end * steps), float(alpha), float(lambda_w),
-                  round(switch * steps), seed)
+  return Schedule(cfg.method, steps, cfg.density, cfg.distribution, cfg.delta_t,
+                  round(cfg.start_frac * steps), round(cfg.end_frac * steps), cfg.drop_fraction,
+                  cfg.lambda_w, round(cfg.switch_frac * steps), seed)
 
 
 def layer_densities(cells: list[int], fans: list[tuple[int, int]], density: float,
@@ -103,7 +108,7 @@ def layer_densities(cells: list[int], fans: list[tuple[int, int]], density: floa
   / (n_in n_out), ε solved so the totals match; layers that would exceed 1 are made dense and
   ε is solved again for the rest.
   """
-  if distribution == "uniform":
+  if distribution == "uniform" or not cells:
     return [density] * len(cells)
   dense: set[int] = set()
   while True:

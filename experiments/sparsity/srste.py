@@ -7,18 +7,17 @@ import jax
 import jax.numpy as jnp
 
 from structured import masked
-from structured.base import mup_init_std
 from structured.nm_sparse import top_n_of_m
 
 STRAIGHT_THROUGH = True
 RESET_MOMENTS = False
 
 
-def setup(layer, lp, key) -> None:
-  """A dense W at the muP std of the layer's effective fans, M its n-of-m magnitude mask."""
+def setup(layer, lp, key, std) -> None:
+  """A dense W at ``std`` of the layer's effective fans, M its n-of-m magnitude mask."""
   core = layer.cores()[0]
   w = jax.random.normal(key, (layer.d_in, layer.d_out), jnp.float32)
-  getattr(layer, lp.weight)[...] = w * mup_init_std(core.fan_in, core.fan_out)
+  getattr(layer, lp.weight)[...] = w * std(core.fan_in, core.fan_out)
   layer.mask[...] = top_n_of_m(jnp.abs(w), *lp.n_m)
 
 

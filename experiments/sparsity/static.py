@@ -8,10 +8,10 @@ STRAIGHT_THROUGH = False
 RESET_MOMENTS = True
 
 
-def setup(layer, lp: LayerPlan, key) -> None:
-  """A random mask at the planned density, the weight at the muP std of its effective fans."""
+def setup(layer, lp: LayerPlan, key, std) -> None:
+  """A random mask at the planned density, the weight at ``std`` of its effective fans."""
   if lp.n_m is None:
-    layer.resample(lp.kept / lp.cells, key)
+    layer.resample(lp.kept / lp.cells, key, std)
 
 
 def grad(w, mask, g, lp, schedule):

@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from experiments import sparsity
+
 
 def mse(pred, y):
   return jnp.mean(jnp.sum(jnp.square(pred.astype(jnp.float32) - y), axis=-1))
@@ -26,11 +28,12 @@ def loss_fn(model, batch, loss_name: str):
   return LOSSES[loss_name](model(batch["x"]), batch["y"])
 
 
-@nnx.jit(static_argnames="loss_name")
-def train_step(model, optimizer, batch, loss_name: str):
-  """One optimizer step; returns the loss and, per gradient tensor, whether it is all finite."""
+@nnx.jit(static_argnames=("loss_name", "sparsity_plan"))
+def train_step(model, optimizer, batch, loss_name: str, sparsity_plan=None):
+  """One optimizer step (with the sparsity plan's mask updates, if any); returns the loss and,
+  per gradient tensor, whether it is all finite."""
   loss, grads = nnx.value_and_grad(loss_fn)(model, batch, loss_name)
-  optimizer.update(model, grads)
+  sparsity.update(model, optimizer, grads, sparsity_plan)
   return loss, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
 
 
