@@ -57,6 +57,8 @@ def test_gmp_follows_the_cubic_schedule_at_every_update_step():
   for t, model, _, _, plan in _run("gmp", steps, lr=0.0, start_frac=0.2, end_frac=0.8, delta_t=4):
     if w0 is None:
       w0 = [np.abs(np.asarray(model.a.w[...])), np.abs(np.asarray(model.b.w[...]))]
+      costs = accounting.Accounting(plan, 0, 0, 0, 1, 1)
+    assert costs.live_weights(t) == sum(m.sum() for m in _masks(model))   # host = device
     for mask, w, cells in zip(_masks(model), w0, (512, 256)):
       if t < start:
         assert mask.all()
