@@ -5,16 +5,17 @@ import os
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
+import runfiles
 import structured
 from configs import mlp_fashion_sparse
-from experiments import train, writers
-from experiments.optim import ConfigError
+from experiments import config as run_config
+from experiments.errors import ConfigError
 from experiments.sparsity import plan as plans, schedule
+from experiments.train import loop as train
 from structured import StructureError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -31,16 +32,18 @@ GOOD = dict(method="rigl", density=0.1, distribution="uniform", delta_t=10, star
     ("delta_t", 0, "sparsity.delta_t=0 must be an int >= 1"),
 ])
 def test_bad_sparsity_setting_is_one_clear_error(key, value, message):
-  cfg = ml_collections.ConfigDict(dict(GOOD, start_frac=0.2, **{key: value}))
+  config = mlp_fashion_sparse.get_config("runlocal")
+  with config.unlocked():
+    config.sparsity.update(dict(GOOD, start_frac=0.2, **{key: value}))
   with pytest.raises(ConfigError) as error:
-    schedule.parse(cfg, 100, 0)
+    run_config.parse(config)
   assert message in str(error.value)
 
 
 def test_n_greater_than_m_is_one_clear_error():
+  config = run_config.parse(mlp_fashion_sparse.get_config("method=srste,n=4,m=2,runlocal"))
   with pytest.raises(StructureError, match=r"n=4, m=2: need integers 1 <= n <= m"):
-    mlp_fashion_sparse.get_config("method=srste,n=4,m=2,runlocal")
-    structured.make("nm_sparse", 16, 16, n=4, m=2, rngs=nnx.Rngs(0))
+    train.build(config)
 
 
 class _One(nnx.Module):
@@ -55,7 +58,7 @@ class _One(nnx.Module):
     ("dense", {}, "gmp", "needs masked layers, but the model has none"),
 ])
 def test_method_that_cannot_work_on_the_model_is_one_clear_error(kind, hparams, method, message):
-  sched = schedule.parse(ml_collections.ConfigDict(dict(GOOD, method=method)), 100, 0)
+  sched = schedule.make(schedule.SparsityConfig(**dict(GOOD, method=method)), 100, 0)
   with pytest.raises(ConfigError, match=message):
     plans.make(sched, _One(kind, **hparams))
 
@@ -71,9 +74,9 @@ def test_cli_reports_a_bad_method_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("method", ["gmp", "rigl", "srste"])
 def test_runlocal_trains_and_logs_what_the_masks_cost(method, tmp_path):
-  config = mlp_fashion_sparse.get_config(f"method={method},runlocal")
+  config = run_config.parse(mlp_fashion_sparse.get_config(f"method={method},runlocal"))
   last = train.train_and_evaluate(config, str(tmp_path))
-  records = writers.read_metrics(str(tmp_path))
+  records = runfiles.read_metrics(str(tmp_path))
   assert last["final"] and records[-1]["train_loss"] < records[0]["train_loss"]
   want = {"gmp": 0.1, "rigl": 0.1, "srste": 0.5}[method]
   assert all(r["ideal_flops"] <= r["flops"] for r in records)

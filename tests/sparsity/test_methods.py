@@ -1,8 +1,9 @@
 """Each mask-update algorithm on small layers, against hand-checkable outcomes."""
 
+import types
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -11,14 +12,19 @@ from flax import nnx
 import structured
 from experiments import sparsity
 from experiments.sparsity import accounting, plan as plans, rigl, schedule, set_regrow, srste
+from structured.mup import MuP
 from structured.nm_sparse import top_n_of_m
+
+MUP = MuP("mup", base_width=16, base_depth=0, rule="adam", eps_mup=False, zero_init=True)
 
 
 def _config(method, steps=40, **keys):
+  """The parts of a RunConfig the sparsity package reads."""
   section = dict(method=method, density=0.25, distribution="uniform", delta_t=5, start_frac=0.0,
                  end_frac=0.75, drop_fraction=0.5, lambda_w=0.1, switch_frac=0.5)
   section.update(keys)
-  return ml_collections.ConfigDict(dict(steps=steps, seed=0, sparsity=section))
+  return types.SimpleNamespace(steps=steps, seed=0, mup=MUP,
+                               sparsity=schedule.SparsityConfig(**section))
 
 
 class Two(nnx.Module):

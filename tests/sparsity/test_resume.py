@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 
 from configs import mlp_fashion_sparse
-from experiments import checkpoint, train
+from experiments import config as run_config
+from experiments.train import checkpoint, loop as train
 from structured.masked import Mask
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -29,13 +30,13 @@ def _config(method):
   with config.unlocked():
     config.steps, config.checkpoint_every, config.log_every = STEPS, 10, 5
     config.sparsity.delta_t = 15
-  return config
+  return run_config.parse(config)
 
 
 def _state(config, workdir):
-  _, model, optimizer, _, _ = train.build(config)
-  meta = checkpoint.Checkpointer(str(workdir)).restore_latest(model, optimizer)
-  return meta["step"], nnx.state(model, nnx.Param), nnx.state(model, Mask)
+  run = train.build(config)
+  meta = checkpoint.Checkpointer(str(workdir)).restore_latest(run.model, run.optimizer)
+  return meta["step"], nnx.state(run.model, nnx.Param), nnx.state(run.model, Mask)
 
 
 def _checkpoints(workdir):
