@@ -194,3 +194,21 @@ def test_erk_densities_match_the_global_budget_and_cap_at_one():
   # the rest follow (n_in + n_out) / (n_in n_out) with one scale
   assert got[0] / got[1] == pytest.approx((200 / 10000) / (1010 / 10000))
   assert schedule.layer_densities(cells, fans, 0.3, "uniform") == [0.3] * 3
+
+
+def test_mup_uses_the_effective_fan_in_for_init_and_lr():
+  class Wide(nnx.Module):
+    def __init__(self):
+      self.a = structured.make("sparse", 256, 512, rngs=nnx.Rngs(0))
+
+  model = Wide()
+  sparsity.prepare(_config("static", density=0.25), model)
+  core = model.a.cores()[0]
+  assert (core.fan_in, core.fan_out) == (64, 128)   # density x fan-in, density x fan-out
+  kept = np.asarray(model.a.w[...])[np.asarray(model.a.mask[...])]
+  assert kept.size == 256 * 512 // 4
+  assert np.std(kept) == pytest.approx(MUP.core_std(64, 128), rel=0.02)
+  base = Wide()
+  sparsity.prepare(_config("static", density=0.25), base)
+  # Adam's rule: base d_in / effective fan-in (one core): 256 / 64
+  assert MUP.lr_multipliers(model, base, depth=1)[("a", "w")] == pytest.approx(4.0)
