@@ -25,7 +25,8 @@ def run(steps: int, batch_size: int, log_every: int, eval_every: int,
   ``microbatches`` (gradient accumulation: the global batch in that many scanned pieces)."""
   return ml_collections.ConfigDict(dict(
       seed=0, steps=steps, batch_size=batch_size, microbatches=1, log_every=log_every,
-      eval_every=eval_every, checkpoint_every=checkpoint_every, max_to_keep=2))
+      eval_every=eval_every, checkpoint_every=checkpoint_every, max_to_keep=2,
+      sparsity=sparsity()))
 
 
 def optim(lr: float = 3e-3, **overrides) -> ml_collections.ConfigDict:
@@ -63,6 +64,16 @@ def mup(parametrization: str, base_width: int, base_depth: int = 0) -> ml_collec
   residual-branch outputs and the readout start at zero (``zero_init``, on)."""
   return ml_collections.ConfigDict(dict(parametrization=parametrization, base_width=base_width,
                                         base_depth=base_depth, eps_mup=False, zero_init=True))
+
+
+def sparsity(**overrides) -> ml_collections.ConfigDict:
+  """Moving-mask sparse training (experiments/sparsity/schedule.py has every key); method 'none'
+  leaves masks as the structure family built them."""
+  cfg = ml_collections.ConfigDict(dict(
+      method="none", density=0.1, distribution="uniform", delta_t=100, start_frac=0.0,
+      end_frac=0.75, drop_fraction=0.3, lambda_w=2e-4, switch_frac=0.5))
+  cfg.update(overrides)
+  return cfg
 
 
 def mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:

@@ -7,7 +7,8 @@ naming the key, and each section checks its own values.
 Sections and their owners: ``model`` -> models.factory.ModelConfig, ``data`` ->
 experiments.tasks.build (one dataclass per task), ``optim`` -> experiments.train.optim.OptimConfig,
 ``mup`` -> structured.mup.MuP (built with the optimizer's rule), ``mesh`` ->
-experiments.train.sharding.MeshConfig, ``wandb`` -> experiments.train.writers.WandbConfig.
+experiments.train.sharding.MeshConfig, ``wandb`` -> experiments.train.writers.WandbConfig,
+``sparsity`` -> experiments.sparsity.schedule.SparsityConfig.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Mapping
 
 from configs.structure import StructureSpec
 from experiments.errors import ConfigError
+from experiments.sparsity.schedule import SparsityConfig
 from experiments.tasks.build import DATA_SECTIONS
 from experiments.train.optim import OptimConfig
 from experiments.train.sharding import MeshConfig
@@ -45,6 +47,7 @@ class RunConfig:
   mup: MuP
   mesh: MeshConfig
   wandb: WandbConfig
+  sparsity: SparsityConfig
   source: dict = dataclasses.field(compare=False, repr=False)
 
 
@@ -114,7 +117,7 @@ def _data(node: Mapping):
 def parse(config: Mapping) -> RunConfig:
   """The typed, checked run config of a ConfigDict (or nested dict)."""
   config = _plain(config)
-  sections = {"model", "data", "optim", "mup", "mesh", "wandb"}
+  sections = {"model", "data", "optim", "mup", "mesh", "wandb", "sparsity"}
   top = _fields(RunConfig, {k: v for k, v in config.items() if k not in sections}, "",
                 skip=sections | {"source"})
   for name in sections:
@@ -125,4 +128,5 @@ def parse(config: Mapping) -> RunConfig:
   return RunConfig(**top, model=parse_model(config["model"]), data=_data(config["data"]), optim=optim,
                    mup=mup, mesh=MeshConfig(**_fields(MeshConfig, config["mesh"], "mesh")),
                    wandb=WandbConfig(**_fields(WandbConfig, config["wandb"], "wandb")),
+                   sparsity=SparsityConfig(**_fields(SparsityConfig, config["sparsity"], "sparsity")),
                    source=config)

@@ -41,6 +41,16 @@ class BlockSparse(StructuredLinear):
   def _fans(self):
     return masked.effective_fans(self.n_kept * self.block**2, self.d_in, self.d_out)
 
+  def mask_spec(self):
+    """Block granularity; not movable: only the kept blocks are stored, at static positions
+    (a moving block mask is ``sparse`` with ``block``)."""
+    return masked.MaskSpec("blocks", self.block, movable=False)
+
+  def live_mask(self):
+    grid = np.zeros((self.d_in // self.block, self.d_out // self.block), bool)
+    grid[np.asarray(self.rows, int), np.asarray(self.cols, int)] = True
+    return grid
+
   def _matmul(self, x):
     if self.impl == "pallas":
       from pallas_kernels.block_sparse import api   # optional fast path; falls back off TPU

@@ -1,5 +1,6 @@
-"""Static sparsity masks: the ``Mask`` variable (nm_sparse.py) and the block-sparse storage and
-contraction shared by block_sparse.py and pixelfly.py.
+"""Sparsity masks: the ``Mask`` variable, the mask interface every masked family exposes
+(``MaskSpec``, ``masked_layers``, ``apply``; experiments/sparsity/ moves masks through it), and
+the block-sparse storage and contraction shared by block_sparse.py and pixelfly.py.
 
 A block-sparse W[d_in, d_out] is tiled by b x b blocks on an [n_in, n_out] block grid
 (n_in = d_in / b, n_out = d_out / b). Only its K kept blocks are stored, as ``blocks[K, b, b]``
@@ -9,6 +10,7 @@ blocks, runs one batched matmul and sums the K partial outputs into their output
 2 K b^2 multiply-add FLOPs plus K b adds for that sum, per token.
 """
 
+import dataclasses
 import math
 
 import jax
@@ -93,3 +95,84 @@ def effective_fans(nnz: int, d_in: int, d_out: int) -> tuple[int, int]:
   what muP's init scale and learning-rate rule need (e.g. density * d_in for block_sparse).
   """
   return max(1, round(nnz / d_out)), max(1, round(nnz / d_in))
+
+
+# --- The mask interface: every masked family says how its mask maps onto its weight. ---------
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskSpec:
+  """How a layer's boolean mask gates its weight, what the mask-update algorithms need to know.
+
+  ``weight``: attribute of the dense [d_in, d_out] Param the mask gates (the ``Mask`` variable
+  is ``layer.mask``, shape [d_in // block, d_out // block]); ``block``: side of the square of
+  weights one mask entry covers; ``n_m``: (n, m) when every m consecutive entries along d_in
+  must keep exactly n, else None; ``movable``: whether the mask may change during training
+  (False for families that store only the kept entries at static positions).
+  """
+
+  weight: str
+  block: int = 1
+  n_m: tuple[int, int] | None = None
+  movable: bool = True
+
+
+def live_count(layer: nnx.Module) -> int:
+  """Weights the layer's mask keeps (a concrete count: call it outside jit)."""
+  return int(jnp.sum(layer.live_mask())) * layer.mask_spec().block**2
+
+
+def masked_layers(model: nnx.Module) -> dict[tuple, nnx.Module]:
+  """Every layer of ``model`` that exposes a mask, by its path: it implements ``mask_spec()``
+  (a MaskSpec) and ``live_mask()`` (its boolean mask grid, [d_in / block, d_out / block])."""
+  return {tuple(path): node for path, node in nnx.iter_graph(model)
+          if isinstance(node, nnx.Module) and hasattr(node, "mask_spec")}
+
+
+def expand(mask_grid: jax.Array, block: int) -> jax.Array:
+  """The per-weight mask of a [d_in / block, d_out / block] mask grid."""
+  if block == 1:
+    return mask_grid
+  return jnp.repeat(jnp.repeat(mask_grid, block, axis=0), block, axis=1)
+
+
+def apply(w_IxO: jax.Array, mask_grid: jax.Array, block: int = 1,
+          straight_through: bool = False) -> jax.Array:
+  """W ⊙ M. With ``straight_through`` the value is the same but the gradient reaches every
+  entry of W unmasked (SR-STE, and RigL's dense gradient): W + stop_gradient(W ⊙ M - W)."""
+  masked = jnp.where(expand(mask_grid, block), w_IxO, 0.0)
+  if straight_through:
+    return w_IxO + jax.lax.stop_gradient(masked - w_IxO)
+  return masked
+
+
+def block_scores(x_IxO: jax.Array, block: int) -> jax.Array:
+  """|x| per mask entry: the entry itself (block 1) or the block's Frobenius norm squared."""
+  if block == 1:
+    return jnp.abs(x_IxO)
+  d_in, d_out = x_IxO.shape
+  grid = x_IxO.reshape(d_in // block, block, d_out // block, block).astype(jnp.float32)
+  return jnp.sum(grid**2, axis=(1, 3))
+
+
+def keep_top(scores: jax.Array, k, eligible: jax.Array | None = None) -> jax.Array:
+  """Boolean mask of the ``k`` largest ``scores`` among ``eligible`` entries (all if None).
+
+  ``k`` may be traced (it is a rank threshold, not a shape); ties go to the lower flat index,
+  so the result is deterministic. Fewer than k eligible entries: all of them.
+  """
+  flat = scores.reshape(-1).astype(jnp.float32)
+  if eligible is not None:
+    flat = jnp.where(eligible.reshape(-1), flat, -jnp.inf)
+  order = jnp.argsort(-flat, stable=True)
+  rank = jnp.zeros(flat.shape, jnp.int32).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
+  keep = rank < k
+  if eligible is not None:
+    keep = keep & eligible.reshape(-1)
+  return keep.reshape(scores.shape)
+
+
+def random_mask(key: jax.Array, shape: tuple[int, ...], k: int) -> jax.Array:
+  """A boolean mask with exactly ``k`` entries set, uniformly at random."""
+  return keep_top(jax.random.uniform(key, shape), k)
+

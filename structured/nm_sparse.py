@@ -1,8 +1,9 @@
 """N:M sparse: in every group of ``m`` consecutive inputs (along d_in, the contraction dim, as
 NVIDIA's 2:4 sparse tensor cores require) each output keeps ``n`` weights.
 
-The weight is stored dense with a static mask beside it (a ``masked.Mask`` variable, not a
-Param: the optimizer never touches it). At init the mask is drawn at random (independent of the
+The weight is stored dense with a mask beside it (a ``masked.Mask`` variable, not a Param: the
+optimizer never touches it; experiments/sparsity/ may move it, e.g. SR-STE, whose
+``straight_through`` passes the gradient to every entry of W). At init the mask is drawn at random (independent of the
 weights); ``project`` keeps the n largest magnitudes of every group. The contraction that runs is the
 dense masked matmul, 2 d_in d_out FLOPs per token; only sparse tensor cores (Blackwell, not
 reachable from JAX on H100) would run the ideal 2 (n/m) d_in d_out.
@@ -35,10 +36,16 @@ class NMSparse(StructuredLinear):
     if d_in % m:
       raise StructureError(f"{self.kind} m={m} must divide d_in={d_in}; nearest valid d_in: "
                            f"{nearest_valid(d_in, lambda w: w % m == 0)}")
-    self.n, self.m = n, m
+    self.n, self.m, self.straight_through = n, m, False
     self.mask = masked.Mask(top_n_of_m(jax.random.uniform(rngs.params(), (d_in, d_out)), n, m))
     w = init_core(rngs, (d_in, d_out), *self._fans())
     self.w = nnx.Param(jnp.where(self.mask[...], w[...], 0.0))
+
+  def mask_spec(self):
+    return masked.MaskSpec("w", 1, (self.n, self.m))
+
+  def live_mask(self):
+    return self.mask[...]
 
   def _fans(self):
     return masked.effective_fans(self.d_in * self.d_out * self.n // self.m, self.d_in, self.d_out)
@@ -47,7 +54,7 @@ class NMSparse(StructuredLinear):
     return einsum("...i,io->...o", x, self.to_dense())
 
   def to_dense(self):
-    return jnp.where(self.mask[...], self.w[...], 0.0)
+    return masked.apply(self.w[...], self.mask[...], straight_through=self.straight_through)
 
   def num_params(self):
     """Learnable entries: the kept (n/m) d_in d_out weights plus bias. The stored dense ``w``

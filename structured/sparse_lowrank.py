@@ -61,6 +61,14 @@ class SparseLowRank(StructuredLinear):
   def _fans(self):
     return masked.effective_fans(self.nnz, self.d_in, self.d_out)
 
+  def mask_spec(self):
+    """The sparse part's support; not movable (its values are stored at fixed indices)."""
+    return masked.MaskSpec("values", 1, movable=False)
+
+  def live_mask(self):
+    flat = jnp.zeros((self.d_in * self.d_out,), bool).at[self.support[...]].set(True)
+    return flat.reshape(self.d_in, self.d_out)
+
   def _sparse_dense(self) -> jax.Array:
     """S as a [d_in, d_out] matrix."""
     flat = jnp.zeros((self.d_in * self.d_out,), jnp.float32).at[self.support[...]].set(

@@ -12,12 +12,14 @@ import optax
 from absl import logging
 from flax import nnx
 
+from experiments import sparsity
 from experiments.config import RunConfig
 from experiments.errors import NonFiniteError
+from experiments.sparsity import accounting
 from experiments.tasks import build as tasks
 from experiments.train import checkpoint, optim, preemption, prefetch, sharding, step as steps, writers
 from models import factory
-from structured import mup
+from structured import masked, mup
 
 
 @dataclasses.dataclass
@@ -38,6 +40,7 @@ def build(config: RunConfig) -> Run:
   sharding.check_batch(mesh, config.batch_size, config.microbatches)
   task = tasks.make(config.data, config.batch_size, config.seed)
   model = factory.build(config.model, task.spec, nnx.Rngs(config.seed), config.mup)
+  sparsity.prepare(config, model)   # masks, densities and their init for the sparsity method
   sharding.place(model, mesh)
   base = factory.build_base(config.model, task.spec, config.mup)
   tx, mults, lr = optim.make(config.optim, model, base, config.mup, config.steps, config.model.depth)
@@ -82,6 +85,11 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
     print(f"resuming from the checkpoint at step {start}", flush=True)
   params = model.param_counts()
   flops_per_example = 3 * model.flops_per_example()   # forward + backward = 3 x forward
+  plan = sparsity.make_plan(config, model)
+  costs = plan and accounting.Accounting(
+      plan, params["total"], sum(masked.live_count(masked.masked_layers(model)[lp.path])
+                                 for lp in plan.layers),
+      model.flops_per_example(), task.tokens_per_example, config.batch_size)
   writer = writers.MetricWriter(workdir, config.source, config.wandb, config.steps, start_step=start)
 
   def train_batch(step):
@@ -92,7 +100,7 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
   t0 = time.time()
   with preemption.Notice() as notice, contextlib.closing(batches):
     for step, batch in batches:
-      loss, finite = steps.train_step(model, optimizer, batch, task.loss, config.microbatches)
+      loss, finite = steps.train_step(model, optimizer, batch, task.loss, config.microbatches, plan)
       bad_grad = _first_bad(finite)
       if bad_grad or not np.isfinite(float(loss)):
         raise NonFiniteError(
@@ -107,6 +115,8 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
                   "train_loss": float(loss), "params": params["total"],
                   "non_embedding_params": params["non_embedding"], "lr": float(run.lr(step)),
                   "time": time.time() - t0}
+        if costs:
+          record.update(costs.record(step))
         if step % config.eval_every == 0 or last:
           record.update(evaluate(model, task, mesh))
         if last:

@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from experiments import sparsity
+
 
 def mse(pred, y):
   return jnp.mean(jnp.sum(jnp.square(pred.astype(jnp.float32) - y), axis=-1))
@@ -26,15 +28,16 @@ def loss_fn(model, batch, loss_name: str):
   return LOSSES[loss_name](model(batch["x"]), batch["y"])
 
 
-@nnx.jit(static_argnames=("loss_name", "microbatches"))
-def train_step(model, optimizer, batch, loss_name: str, microbatches: int = 1):
+@nnx.jit(static_argnames=("loss_name", "microbatches", "sparsity_plan"))
+def train_step(model, optimizer, batch, loss_name: str, microbatches: int = 1, sparsity_plan=None):
   """One optimizer step on the whole batch, its gradient accumulated over ``microbatches``
-  pieces when > 1; returns the loss and, per gradient tensor, whether it is all finite."""
+  pieces when > 1, with the sparsity plan's mask updates (if any); returns the loss and, per
+  gradient tensor, whether it is all finite."""
   if microbatches == 1:
     loss, grads = nnx.value_and_grad(loss_fn)(model, batch, loss_name)
   else:
     loss, grads = _accumulated_value_and_grad(model, batch, loss_name, microbatches)
-  optimizer.update(model, grads)
+  sparsity.update(model, optimizer, grads, sparsity_plan)
   return loss, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
 
 

@@ -1,0 +1,102 @@
+"""Sparse training whose masks move: the method chosen by ``sparsity.method`` (one module each),
+run through the mask interface of structured/masked.py on 'sparse' and 'nm_sparse' layers.
+
+Three entry points:
+  - ``prepare(config, model)`` (at build, before muP init and the optimizer): the plan, each
+    layer's mask and weight set for the method (density from uniform/ERK, dense for GMP);
+  - ``update(model, optimizer, grads, plan)`` (inside the jitted train step, in place of
+    ``optimizer.update``): the method's gradient rule, the optimizer update, then on update steps
+    (``lax.cond``, no host round trip) the new masks and the reset of changed entries' moments;
+  - ``accounting.Accounting`` (host): density, live and time-averaged parameters, ideal FLOPs.
+Masks are ``masked.Mask`` variables of the model, so checkpoints hold them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from experiments.train.optim import path_key
+from experiments.sparsity import gmp, plan as plans, rigl, schedule, set_regrow, spdf, srste, static
+from structured import masked
+
+METHODS = {"static": static, "gmp": gmp, "set": set_regrow, "rigl": rigl, "srste": srste,
+           "spdf": spdf}
+assert set(METHODS) == set(schedule.METHODS) - {"none"}
+
+
+def make_plan(config, model: nnx.Module) -> plans.Plan | None:
+  """The plan of a RunConfig's ``sparsity`` section (None for method 'none'); depends only on
+  the config and the model's shapes, so it can be rebuilt for a restored model."""
+  return plans.make(schedule.make(config.sparsity, config.steps, config.seed), model)
+
+
+def prepare(config, model: nnx.Module) -> plans.Plan | None:
+  """Builds the plan and sets every planned layer up for its method (outside jit): masks and
+  weights redrawn at the run's muP init (``config.mup``: core std, zero-init roles)."""
+  plan = make_plan(config, model)
+  if plan is None:
+    return None
+  method, layers = METHODS[plan.schedule.method], masked.masked_layers(model)
+  for index, lp in enumerate(plan.layers):
+    layer = layers[lp.path]
+    layer.straight_through = method.STRAIGHT_THROUGH
+    method.setup(layer, lp, jax.random.fold_in(jax.random.key(plan.schedule.seed), index),
+                 config.mup.core_std)
+    if config.mup.starts_at_zero(layer.role):
+      weight = getattr(layer, lp.weight)
+      weight[...] = jnp.zeros_like(weight[...])
+  return plan
+
+
+def _by_path(tree) -> dict[tuple, jax.Array]:
+  return {path_key(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _map_paths(tree, fns: dict):
+  """``tree`` with each leaf at a path in ``fns`` replaced by ``fns[path](leaf)``."""
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: fns[path_key(p)](x) if path_key(p) in fns else x, tree)
+
+
+def update(model: nnx.Module, optimizer: nnx.Optimizer, grads, plan: plans.Plan | None) -> None:
+  """The optimizer step with the plan's mask updates; call inside the jitted train step."""
+  if plan is None:
+    optimizer.update(model, grads)
+    return
+  method, sched = METHODS[plan.schedule.method], plan.schedule
+  layers = masked.masked_layers(model)
+  step = optimizer.step[...].astype(jnp.int32) + 1   # the step being taken, 1-based
+  weights = {lp.path + (lp.weight,): (lp, layers[lp.path]) for lp in plan.layers}
+  dense_grads = _by_path(grads)
+  optimizer.update(model, _map_paths(grads, {
+      key: lambda g, lp=lp, layer=layer: method.grad(getattr(layer, lp.weight)[...],
+                                                     layer.mask[...], g, lp, sched)
+      for key, (lp, layer) in weights.items()}))
+  is_update = (step >= plan.first) & (step <= plan.last) & ((step - plan.first) % plan.every == 0)
+  index = jnp.maximum(step - plan.first, 0) // plan.every
+  changed = {}
+  for number, lp in enumerate(plan.layers):
+    layer, key = layers[lp.path], lp.path + (lp.weight,)
+    w, mask = getattr(layer, lp.weight), layer.mask
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(sched.seed), step), number)
+    new_w, new_mask = jax.lax.cond(
+        is_update, lambda *args, lp=lp: method.update(*args, lp, sched),
+        lambda w, mask, *_: (w, mask), w[...], mask[...], dense_grads[key], index, rng)
+    changed[key] = masked.expand(new_mask != mask[...], lp.block)
+    w[...], mask[...] = new_w, new_mask
+  if method.RESET_MOMENTS:
+    _reset_moments(optimizer, changed)
+
+
+def _reset_moments(optimizer: nnx.Optimizer, changed: dict[tuple, jax.Array]) -> None:
+  """Zeroes every optimizer-state entry (Adam's moments, SGD's trace) of a weight whose mask
+  entry changed: regrown weights start fresh, pruned ones stay exactly 0."""
+  def reset(path, x):
+    keys = path_key(path)
+    hit = next((c for k, c in changed.items() if keys[0] == "opt_state" and
+                keys[-len(k):] == k and x.shape == c.shape), None)
+    return x if hit is None else jnp.where(hit, jnp.zeros_like(x), x)
+
+  nnx.update(optimizer, jax.tree_util.tree_map_with_path(reset, nnx.state(optimizer)))
