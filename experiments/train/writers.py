@@ -51,13 +51,15 @@ class WandbConfig:
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates ``workdir`` if needed; one ConfigError naming it unless it is a writable directory."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise ConfigError(f"--workdir '{workdir}' cannot be created: {e.strerror or e}") from None
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise ConfigError(f"--workdir '{workdir}' is not writable")
+  """One ConfigError naming ``workdir`` unless it is a writable directory or can be created as
+  one (its nearest existing ancestor is a writable directory); writes nothing."""
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f"--workdir '{workdir}' cannot be created: '{existing}' is a file")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir '{workdir}' is not writable: '{existing}' is read-only")
 
 
 class MetricWriter:

@@ -101,8 +101,8 @@ def test_cli_unwritable_workdir_is_one_line(tmp_path):
   (tmp_path / "file").write_text("")
   out = _main(workdir=tmp_path / "file" / "run")
   assert out.returncode != 0 and "Traceback" not in out.stderr
-  assert out.stderr.strip().splitlines()[-1].startswith(
-      f"error: --workdir '{tmp_path}/file/run' cannot be created")
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"error: --workdir '{tmp_path}/file/run' cannot be created: '{tmp_path}/file' is a file")
 
 
 def test_wandb_mode_from_the_environment_wins(tmp_path, monkeypatch):
