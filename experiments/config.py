@@ -2,7 +2,9 @@
 dataclasses here, once, before any work or file write. Below this module nothing reads a
 ConfigDict and no setting has a fallback default: every key comes from the config file
 (configs/common.py holds the shared defaults), unknown and missing keys are one ``ConfigError``
-naming the key, and each section checks its own values.
+naming the key, and each section checks its own values. Every numeric key's range is checked
+here as it is read (``RANGES``), so a bad value is one ConfigError naming the key, the value and
+what is allowed.
 
 Sections and their owners: ``model`` -> models.factory.ModelConfig, ``data`` ->
 experiments.tasks.build (one dataclass per task), ``optim`` -> experiments.train.optim.OptimConfig,
@@ -14,6 +16,7 @@ experiments.train.sharding.MeshConfig, ``wandb`` -> experiments.train.writers.Wa
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Mapping
 
@@ -51,6 +54,54 @@ class RunConfig:
   source: dict = dataclasses.field(compare=False, repr=False)
 
 
+def _at_least(low: int, note: str = ""):
+  return (lambda v: v >= low), f">= {low}{note}"
+
+
+def _between(low: float, high: float, high_open: bool = False):
+  return ((lambda v: low <= v < high) if high_open else (lambda v: low <= v <= high),
+          f"in [{low}, {high}{')' if high_open else ']'}")
+
+
+_DEVICES = (lambda v: v == -1 or v >= 1), "-1 (all remaining devices) or >= 1"
+
+# (test, what is allowed) of every numeric key; the sections check the keys not listed
+# (model.dropout, mup.base_depth) and the choices (names, modes) themselves.
+RANGES = {
+    "seed": _at_least(0), "steps": _at_least(1), "batch_size": _at_least(1),
+    "log_every": _at_least(1), "eval_every": _at_least(1),
+    "checkpoint_every": _at_least(0, " (0 = no checkpoints)"), "max_to_keep": _at_least(1),
+    "model.width": _at_least(1), "model.depth": _at_least(1), "model.expansion": _at_least(1),
+    "model.heads": _at_least(0, " (0 where the model has none)"),
+    "model.patch": _at_least(0, " (0 where the model has none)"),
+    "optim.lr": ((lambda v: v > 0), "> 0"), "optim.b1": _between(0, 1, high_open=True),
+    "optim.b2": _between(0, 1, high_open=True), "optim.eps": _at_least(0),
+    "optim.weight_decay": _at_least(0), "optim.grad_clip": _at_least(0, " (0 = off)"),
+    "optim.warmup_steps": _at_least(0), "optim.final_lr_frac": _between(0, 1),
+    "optim.decay_frac": _between(0, 1),
+    "mup.base_width": _at_least(1),
+    "mesh.data": _DEVICES, "mesh.fsdp": _DEVICES, "mesh.tensor": _DEVICES,
+    "data.d_in": _at_least(1), "data.d_out": _at_least(1), "data.width": _at_least(1),
+    "data.depth": _at_least(1), "data.eval_examples": _at_least(0, " (0 = the whole eval split)"),
+    "data.seed_offset": _at_least(0), "data.seq_len": _at_least(1), "data.max_bytes": _at_least(1),
+    "data.eval_batches": _at_least(1), "data.vocab": _at_least(1),
+    "data.image_size": _at_least(0, " (0 = the images' own size)"), "data.crop": _at_least(0),
+    "data.mixup_alpha": _at_least(0), "data.label_smoothing": _between(0, 1, high_open=True),
+    "data.eval_batch": _at_least(1), "data.read_threads": _at_least(1),
+}
+
+
+def _check_range(value, key: str):
+  """``value`` unless ``key`` has a range it is outside of (or it is a NaN/inf float)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return value
+  test, allowed = RANGES.get(key, (lambda v: True, ""))
+  if not (math.isfinite(value) and test(value)):
+    raise ConfigError(f"config key '{key}'={value!r} is out of range; allowed: "
+                      f"{allowed or 'a finite number'}")
+  return value
+
+
 def _fields(cls, mapping: Mapping, where: str, skip=()) -> dict[str, Any]:
   """``mapping``'s values for the fields of ``cls``, checked: no unknown or missing key, and
   each value of the field's type (an int is accepted for a float)."""
@@ -68,7 +119,7 @@ def _fields(cls, mapping: Mapping, where: str, skip=()) -> dict[str, Any]:
         raise ConfigError(f"config key '{key}' is missing; add it to the config (configs/common.py "
                           f"holds the shared defaults)")
       continue
-    values[name] = _check_type(mapping[name], hints[name], key)
+    values[name] = _check_range(_check_type(mapping[name], hints[name], key), key)
   return values
 
 

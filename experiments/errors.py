@@ -18,4 +18,8 @@ class NonFiniteError(FloatingPointError):
   """A NaN/Inf loss or gradient; the message names the step and the first bad tensor."""
 
 
-USER_ERRORS = (ConfigError, DataError, NonFiniteError, StructureError)
+class CheckpointError(RuntimeError):
+  """Checkpoints that exist but none of which can be read; the message says what to do."""
+
+
+USER_ERRORS = (CheckpointError, ConfigError, DataError, NonFiniteError, StructureError)

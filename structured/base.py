@@ -14,6 +14,7 @@ import contextvars
 import dataclasses
 import functools
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -68,16 +69,43 @@ def _normal(key: jax.Array, n: int) -> jax.Array:
   return jax.random.normal(key, (n,), jnp.float32)
 
 
-def factorize(d: int, n: int) -> tuple[int, ...]:
+def check_int(kind: str, name: str, value, low: int, high: int | None = None,
+              high_name: str = "", why: str = "") -> int:
+  """``value`` as an int in [low, high] (no upper bound when ``high`` is None).
+
+  Anything else, floats such as 2.0 and bools included (no silent rounding), is one
+  StructureError naming the family, the hyperparameter, its value and the allowed range;
+  ``high_name`` spells out where the bound comes from (``min(d_in, d_out)``), ``why`` is
+  appended to the message.
+  """
+  is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+  if is_int and low <= value and (high is None or value <= high):
+    return int(value)
+  allowed = (f"an integer >= {low}" if high is None
+             else f"an integer in [{low}, {high_name + '=' if high_name else ''}{high}]")
+  raise StructureError(f"{kind} {name}={value!r} must be {allowed}{why}")
+
+
+def check_fraction(kind: str, name: str, value, why: str = "") -> float:
+  """``value`` as a float in (0, 1]; anything else (NaN, bools, strings) is one StructureError."""
+  is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+  if is_real and 0 < value <= 1:
+    return float(value)
+  raise StructureError(f"{kind} {name}={value!r} must be in (0, 1]{why}")
+
+
+def factorize(d: int, n: int, spec: str = "") -> tuple[int, ...]:
   """Split ``d`` into ``n`` ascending integer factors whose product is ``d``, as balanced as possible.
 
   Balanced means the largest factor is as small as it can be. Raises StructureError when
-  ``d`` has too few factors (a prime ``d`` with ``n > 1``), naming the nearest widths that work.
+  ``d`` has too few factors (a prime ``d`` with ``n > 1``), naming ``spec`` (the hyperparameter
+  that asked for ``n``, e.g. "btt cores=3") and the nearest widths that work.
   """
   best = _balanced_factors(d, n)
   if best is None or (n > 1 and min(best) == 1):
     raise StructureError(
-        f"width {d} cannot be split into {n} factors > 1; nearest valid widths: "
+        f"{spec + ': ' if spec else ''}width {d} cannot be split into {n} factors > 1; "
+        "nearest valid widths: "
         f"{nearest_valid(d, lambda w: (f := _balanced_factors(w, n)) is not None and min(f) > 1)}")
   return best
 

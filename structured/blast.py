@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, StructureError, einsum, init_core, nearest_valid
+from structured.base import (Core, StructuredLinear, StructureError, check_fraction, check_int,
+                             einsum, init_core, nearest_valid)
+from structured.low_rank import svd_split
 
 
 class Blast(StructuredLinear):
@@ -34,24 +36,22 @@ class Blast(StructuredLinear):
     sides = [("blocks", blocks, "d_in", d_in),
              ("blocks" if blocks_out is None else "blocks_out",
               blocks if blocks_out is None else blocks_out, "d_out", d_out)]
+    counts = []
     for name, b, side, d in sides:
-      if not (isinstance(b, int) and b >= 1):
-        raise StructureError(f"{self.kind} {name}={b} must be an integer >= 1")
+      counts.append(b := check_int(self.kind, name, b, 1))
       if d % b:
         raise StructureError(f"{self.kind} {name}={b} must divide {side}={d}; nearest valid "
                              f"{side}: {nearest_valid(d, lambda w: w % b == 0)}")
     limit = min(d_in, d_out)
-    self.b_in, self.b_out = sides[0][1], sides[1][1]
+    self.b_in, self.b_out = counts
     if rank is not None and rank_frac is not None:
-      raise StructureError(f"{self.kind} takes rank (int) or rank_frac (in (0, 1]), not both")
+      raise StructureError(f"{self.kind} rank={rank!r}, rank_frac={rank_frac!r}: give rank (int) "
+                           "or rank_frac (in (0, 1]), not both")
     if rank_frac is not None:
-      if not 0 < rank_frac <= 1:
-        raise StructureError(f"{self.kind} rank_frac={rank_frac} must be in (0, 1]")
+      rank_frac = check_fraction(self.kind, "rank_frac", rank_frac)
       rank = math.ceil(rank_frac * min(d_in // self.b_in, d_out // self.b_out))   # grows with width
     rank = 4 if rank is None else rank
-    if not (isinstance(rank, int) and 1 <= rank <= limit):
-      raise StructureError(f"{self.kind} rank={rank} must be in [1, min(d_in, d_out)={limit}]")
-    self.rank = rank
+    self.rank = rank = check_int(self.kind, "rank", rank, 1, limit, "min(d_in, d_out)")
     self.p, self.q = d_in // self.b_in, d_out // self.b_out
     shapes = {"v": (self.b_in, self.p, rank), "s": (self.b_in, self.b_out, rank),
               "u": (self.b_out, rank, self.q)}
@@ -97,29 +97,49 @@ class Blast(StructuredLinear):
     gradient step of lr 1 preconditioned by (Gram + eps I)^-1, eps = delta ||W - W_hat||, on W
     normalised to unit std: the damped least-squares (ALS) update of that core, exact as
     eps -> 0. (The paper writes the loss without the 1/2 and decays lr from 1 to 0.01.)
-    ``warm_start`` replaces the paper's small random start by ``_algebraic_start``, which is
-    exact for members of the family; from the random start ALS often stalls in swamps (rel.
-    error 1e-4..3e-2 after 1000 steps on 64 x 144 members at b = 2). S carries W's scale. A
-    local method: not optimal for other W.
+    ``warm_start`` replaces the paper's small random start by two: ``_algebraic_start``, exact
+    for members of the family (when r <= p, q), and the rank-r truncated SVD of W, itself a
+    member (``_svd_start``); from the random start ALS often stalls in swamps (rel. error
+    1e-4..3e-2 after 1000 steps on 64 x 144 members at b = 2). The descent runs from each
+    start and the best of the starts and their results is kept, so the result is never worse
+    than any start: with ``warm_start`` never worse than the truncated SVD, and finite for
+    every finite W (the zero matrix included, where the preconditioner is singular). S carries
+    W's scale. A local method: not optimal for other W.
     """
     layer = cls(*w_IxO.shape, rngs=rngs or nnx.Rngs(0), **hparams)
     w = np.asarray(w_IxO, np.float64)
     scale = w.std() + 1e-30
     w_JxPxIxQ = (w / scale).reshape(layer.b_in, layer.p, layer.b_out, layer.q)
-    start = _algebraic_start(w_JxPxIxQ, layer.rank) if warm_start else None
-    if start is None:   # the paper's init: B, C ~ 1e-3 N(0, 1/r), D ~ N(0, 1)
+    if warm_start:
+      starts = [_svd_start(w_JxPxIxQ, layer.rank), _algebraic_start(w_JxPxIxQ, layer.rank)]
+    else:   # the paper's init: B, C ~ 1e-3 N(0, 1/r), D ~ N(0, 1)
       rng, r = np.random.default_rng(0), layer.rank
-      start = (1e-3 * r**-0.5 * rng.normal(size=layer.v.shape), rng.normal(size=layer.s.shape),
-               1e-3 * r**-0.5 * rng.normal(size=layer.u.shape))
-    vsu = _precond_gd(jnp.asarray(w_JxPxIxQ, jnp.float32),
-                      *(jnp.asarray(a, jnp.float32) for a in start), steps, delta)
-    layer.v[...], layer.s[...], layer.u[...] = vsu[0], vsu[1] * scale, vsu[2]
+      starts = [(1e-3 * r**-0.5 * rng.normal(size=layer.v.shape), rng.normal(size=layer.s.shape),
+                 1e-3 * r**-0.5 * rng.normal(size=layer.u.shape))]
+    target = jnp.asarray(w_JxPxIxQ, jnp.float32)
+    candidates = []
+    for start in (s for s in starts if s is not None):
+      start = tuple(jnp.asarray(a, jnp.float32) for a in start)
+      candidates += [start, _precond_gd(target, *start, steps, delta)]
+    errors = [float(jnp.linalg.norm(target - _blocks(*vsu))) for vsu in candidates]
+    best = min(range(len(candidates)), key=lambda i: (not np.isfinite(errors[i]), errors[i]))
+    v, s, u = candidates[best]
+    layer.v[...], layer.s[...], layer.u[...] = v, s * scale, u
     return layer
 
 
 def _blocks(v_JxPxR, s_JxIxR, u_IxRxQ):
   """The [b_in, p, b_out, q] blocks V_j diag(s_ji) U_i."""
   return jnp.einsum("jpr,jir,irq->jpiq", v_JxPxR, s_JxIxR, u_IxRxQ)
+
+
+def _svd_start(w_JxPxIxQ: np.ndarray, rank: int):
+  """(V, S, U) of W's rank-r truncated SVD A B, a member of the family: V_j = A's rows of block
+  j, U_i = B's columns of block i, S = 1."""
+  b_in, p, b_out, q = w_JxPxIxQ.shape
+  a_IxR, b_RxO = svd_split(jnp.asarray(w_JxPxIxQ.reshape(b_in * p, b_out * q)), rank)
+  return (a_IxR.reshape(b_in, p, rank), jnp.ones((b_in, b_out, rank)),
+          b_RxO.reshape(rank, b_out, q).transpose(1, 0, 2))
 
 
 def _algebraic_start(w_JxPxIxQ: np.ndarray, rank: int):

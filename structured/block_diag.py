@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, StructureError, einsum, init_core, nearest_valid
+from structured.base import (Core, StructuredLinear, StructureError, check_int, einsum, init_core,
+                             nearest_valid)
 
 
 class BlockDiag(StructuredLinear):
@@ -18,8 +19,7 @@ class BlockDiag(StructuredLinear):
   def __init__(self, d_in: int, d_out: int, *, blocks: int = 4, use_bias: bool = False,
                role: str = "hidden", rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    if blocks < 1:
-      raise StructureError(f"block_diag blocks={blocks} must be >= 1")
+    blocks = check_int(self.kind, "blocks", blocks, 1)
     for name, d in (("d_in", d_in), ("d_out", d_out)):
       if d % blocks:
         raise StructureError(f"block_diag with blocks={blocks} needs {name}={d} divisible by "

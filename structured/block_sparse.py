@@ -12,7 +12,8 @@ import numpy as np
 from flax import nnx
 
 from structured import masked
-from structured.base import Core, StructuredLinear, StructureError, init_core
+from structured.base import (Core, StructuredLinear, StructureError, check_fraction, check_int,
+                             init_core)
 
 IMPLS = ("xla", "pallas")
 
@@ -24,12 +25,11 @@ class BlockSparse(StructuredLinear):
                seed: int = 0, impl: str = "xla", use_bias: bool = False, role: str = "hidden",
                rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    masked.check_block(self.kind, d_in, d_out, block)
-    if not 0 < density <= 1:
-      raise StructureError(f"{self.kind} density={density} must be in (0, 1] (the fraction of "
-                           "blocks kept)")
+    block = masked.check_block(self.kind, d_in, d_out, block)
+    density = check_fraction(self.kind, "density", density, " (the fraction of blocks kept)")
+    seed = check_int(self.kind, "seed", seed, 0)
     if impl not in IMPLS:
-      raise StructureError(f"{self.kind} impl='{impl}' is unknown; valid: {list(IMPLS)}")
+      raise StructureError(f"{self.kind} impl={impl!r} is unknown; valid: {list(IMPLS)}")
     self.block, self.density, self.seed, self.impl = block, density, seed, impl
     n_in, n_out = d_in // block, d_out // block
     self.n_kept = max(1, round(density * n_in * n_out))

@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, StructureError, einsum, factorize, init_core
+from structured.base import (Core, StructuredLinear, StructureError, check_int, einsum, factorize,
+                             init_core)
+from structured.low_rank import svd_split
 
 IMPLS = ("xla", "pallas")
 MAX_CORES = 8
@@ -35,9 +37,10 @@ class BTT(StructuredLinear):
   def __init__(self, d_in: int, d_out: int, *, rank: int = 1, cores: int = 2, impl: str = "xla",
                use_bias: bool = False, role: str = "hidden", rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    if not 2 <= cores <= MAX_CORES:
-      raise StructureError(f"btt cores={cores} must be in [2, {MAX_CORES}]")
-    self._build_cores(factorize(d_in, cores), factorize(d_out, cores), rank, impl, rngs)
+    cores = check_int(self.kind, "cores", cores, 2, MAX_CORES)
+    spec = f"{self.kind} cores={cores}"
+    self._build_cores(factorize(d_in, cores, spec), factorize(d_out, cores, spec), rank, impl,
+                      rngs)
 
   def _build(self, m1: int, m2: int, n1: int, n2: int, rank: int, impl: str, rngs: nnx.Rngs):
     """2-core cores for d_in = m1 m2 -> d_out = n1 n2 at ``rank`` (used by Monarch)."""
@@ -47,16 +50,15 @@ class BTT(StructuredLinear):
                    rngs: nnx.Rngs):
     """Cores for d_in = prod ms -> d_out = prod ns (mode k contracted k-th) at ``rank``."""
     if impl not in IMPLS:
-      raise StructureError(f"{self.kind} impl='{impl}' is unknown; valid: {list(IMPLS)}")
+      raise StructureError(f"{self.kind} impl={impl!r} is unknown; valid: {list(IMPLS)}")
     if impl == "pallas" and len(ms) != 2:
       raise StructureError(f"{self.kind} impl='pallas' supports cores=2 only, got "
                            f"cores={len(ms)}; use impl='xla'")
     max_rank = min(ms[0], ns[-1])   # every slab W[m_<k, n_>=k] at fixed (n_<k, m_>=k) has rank <= r
-    if not 1 <= rank <= max_rank:
-      raise StructureError(f"{self.kind} rank={rank} must be in [1, {max_rank}] for "
-                           f"{self.d_in}->{self.d_out} (factors {'x'.join(map(str, ms))} -> "
-                           f"{'x'.join(map(str, ns))}); higher ranks add parameters without "
-                           "adding expressiveness")
+    rank = check_int(self.kind, "rank", rank, 1, max_rank,
+                     why=f" for {self.d_in}->{self.d_out} (factors {'x'.join(map(str, ms))} -> "
+                         f"{'x'.join(map(str, ns))}); higher ranks add parameters without "
+                         "adding expressiveness")
     self.ms, self.ns, self.rank, self.impl = tuple(ms), tuple(ns), rank, impl
     for k, core in enumerate(self.cores()):
       setattr(self, core.name, init_core(rngs, self._core_shape(k), core.fan_in, core.fan_out))
@@ -130,12 +132,10 @@ class BTT(StructuredLinear):
       at_n_k = c - 1 + len(row)
       order = axes[:c - 1] + [at_n_k] + axes[c - 1:at_n_k] + axes[at_n_k + 1:]
       slabs = rem.transpose(order).reshape(*lead, n_k, math.prod(row), math.prod(rest))
-      u, s, vt = jnp.linalg.svd(slabs, full_matrices=False)
-      root_s = jnp.sqrt(s[..., :r])
-      core = (u[..., :r] * root_s[..., None, :]).reshape(*lead, n_k, *row, r)
-      core = jnp.moveaxis(core, c - 1, -1)                              # n_k last
+      core, rem = svd_split(slabs, r)
+      core = jnp.moveaxis(core.reshape(*lead, n_k, *row, r), c - 1, -1)   # n_k last
       getattr(layer, f"w{k}")[...] = core
-      rem = (root_s[..., None] * vt[..., :r, :]).reshape(*lead, n_k, r, *rest)
+      rem = rem.reshape(*lead, n_k, r, *rest)
       rem = jnp.moveaxis(rem, c - 1, k)                                 # n_k after n_<k
     getattr(layer, f"w{c - 1}")[...] = rem
     return layer

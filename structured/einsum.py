@@ -19,6 +19,11 @@ then the fewest params. Every factor must lie within 2x of its target (true for 
 power of two), else StructureError names the nearest widths that work. The chosen dims are
 ``layer.dims`` and show in ``repr``. ``dims=`` gives them explicitly instead of θ.
 
+The rank is at most min(a·d, b·e): each (f, g) slice of W is a sum of r Kronecker products of
+an [a, d] and a [b, e] matrix, i.e. a rank-r matrix once rearranged to [(a d), (b e)], so more
+terms add parameters, not expressiveness (at the btt corner this is btt's own bound min(m_0,
+n_1), at the low_rank corner min(d_in, d_out)); a θ or ``dims`` asking for more is an error.
+
 A core that contracts nothing and creates nothing (A at γ = 1 with r = f = d = 1, B at φ = 1
 with r = g = b = e = 1) is only a diagonal rescaling the other core absorbs: it is left out,
 so the dense corner is exactly dense (ES would train it as extra parameters).
@@ -100,17 +105,19 @@ def _cost(dims: Sequence[int]) -> tuple[int, int]:
   return (r * b * g * d * f * (a + e), r * g * f * (a * d + b * e))
 
 
-def dims_for(d_in: int, d_out: int, theta: Sequence[float]) -> tuple[int, ...]:
-  """The integer (a, b, g, d, e, f, r) of θ at d_in -> d_out (see the module docstring)."""
+def dims_for(d_in: int, d_out: int, theta: Sequence[float], name: str = "") -> tuple[int, ...]:
+  """The integer (a, b, g, d, e, f, r) of θ at d_in -> d_out (see the module docstring);
+  ``name`` is the corner name θ was given by, shown in errors."""
+  shown = f"{name!r} = {tuple(theta)}" if name else f"{tuple(theta)}"
   sides = []
-  for name, width, exps in (("d_in", d_in, theta[:3]), ("d_out", d_out, theta[3:6])):
+  for side, width, exps in (("d_in", d_in, theta[:3]), ("d_out", d_out, theta[3:6])):
     closest = closest_triples(width, exps)
     cands = [k for k in closest if _within_2x(k, exps, width)]
     if not cands:
       ok = lambda w: any(_within_2x(k, exps, w) for k in closest_triples(w, exps))
       targets = tuple(round(width**t, 2) for t in exps)
       raise StructureError(
-          f"einsum theta={tuple(theta)} cannot split {name}={width}: the closest exact "
+          f"einsum theta={shown} cannot split {side}={width}: the closest exact "
           f"factorization {closest[0]} is not within 2x of the target dims {targets}; nearest "
           f"valid widths: {nearest_valid(width, ok)}")
     sides.append(cands)
@@ -119,13 +126,23 @@ def dims_for(d_in: int, d_out: int, theta: Sequence[float]) -> tuple[int, ...]:
   return min(pairs, key=lambda dims: (_cost(dims), dims))
 
 
+def _check_rank(dims: Sequence[int], spec: str) -> None:
+  """Rejects a rank above min(a·d, b·e), the most a slice of W can use (module docstring)."""
+  a, b, g, d, e, f, r = dims
+  if r > min(a * d, b * e):
+    raise StructureError(f"einsum {spec} gives rank r={r} above min(a*d, b*e)="
+                         f"{min(a * d, b * e)} for dims (a, b, g, d, e, f) = {tuple(dims[:6])}; "
+                         "higher ranks add parameters without adding expressiveness")
+
+
 def _check_dims(d_in: int, d_out: int, dims) -> tuple[int, ...]:
-  dims = tuple(dims)
-  if (len(dims) != 7 or not all(isinstance(k, int) and k >= 1 for k in dims)
-      or math.prod(dims[:3]) != d_in or math.prod(dims[3:6]) != d_out):
-    raise StructureError(f"einsum dims={dims} must be 7 positive ints (a, b, g, d, e, f, r) with "
-                         f"a*b*g = d_in = {d_in} and d*e*f = d_out = {d_out}")
-  return dims
+  ints = tuple(dims) if isinstance(dims, Sequence) else ()
+  if (len(ints) != 7 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                for k in ints)
+      or math.prod(ints[:3]) != d_in or math.prod(ints[3:6]) != d_out):
+    raise StructureError(f"einsum dims={dims!r} must be 7 positive ints (a, b, g, d, e, f, r) "
+                         f"with a*b*g = d_in = {d_in} and d*e*f = d_out = {d_out}")
+  return ints
 
 
 class Einsum(StructuredLinear):
@@ -136,14 +153,18 @@ class Einsum(StructuredLinear):
                rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
     if theta is not None and dims is not None:
-      raise StructureError("einsum takes theta (a corner name or 7 numbers) or dims (7 ints), "
-                           "not both")
+      raise StructureError(f"einsum theta={theta!r}, dims={dims!r}: give theta (a corner name or "
+                           "7 numbers) or dims (7 ints), not both")
     if dims is None:
-      self.theta = resolve_theta("btt" if theta is None else theta)
-      self.dims = dims_for(d_in, d_out, self.theta)
+      theta = "btt" if theta is None else theta
+      self.theta = resolve_theta(theta)
+      self.dims = dims_for(d_in, d_out, self.theta, theta if isinstance(theta, str) else "")
     else:
       self.dims = _check_dims(d_in, d_out, dims)
       self.theta = self._implied_theta()
+    _check_rank(self.dims, f"dims={self.dims}" if dims is not None
+                else f"theta={theta!r} = {self.theta}" if isinstance(theta, str)
+                else f"theta={self.theta}")
     a, b, g, d, e, f, r = self.dims
     # A diagonal-only core (nothing contracted, nothing created) is absorbed by the other one.
     self.has_a = a * f * d * r > 1 or b * g * e * r == 1

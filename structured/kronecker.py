@@ -1,8 +1,8 @@
 """Kronecker product of c factors: W = A_1 (x) A_2 (x) ... (x) A_c, A_k: [a_k, b_k].
 
 d_in = prod a_k, d_out = prod b_k (balanced factorizations). The input is viewed as a
-tensor x[a_1, ..., a_c] and contracted one mode at a time, so the FLOPs (2 per MAC) are
-sum_k prod(b_1..b_k) prod(a_k..a_c), e.g. 2 (d_in b_2 + a_1 d_out) for two factors, while
+tensor x[a_1, ..., a_c] and contracted one mode at a time (A_1 first), so the FLOPs are
+2 sum_k prod(b_1..b_k) prod(a_k..a_c), e.g. 2 (b_1 d_in + a_2 d_out) for two factors, while
 params are only sum_k a_k b_k: FLOPs and parameters diverge. Projection: the Van
 Loan-Pitsianis rearrangement, whose best rank-1 approximation gives the factors.
 """
@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, StructureError, einsum, factorize, init_core
+from structured.base import Core, StructuredLinear, check_int, einsum, factorize, init_core
+
+MAX_FACTORS = 8   # as tt.MAX_CORES (Kronecker is TT at rank 1)
 
 
 class Kronecker(StructuredLinear):
@@ -23,9 +25,9 @@ class Kronecker(StructuredLinear):
   def __init__(self, d_in: int, d_out: int, *, factors: int = 2, use_bias: bool = False,
                role: str = "hidden", rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    if factors < 2:
-      raise StructureError(f"kronecker factors={factors} must be >= 2")
-    self.a, self.b = factorize(d_in, factors), factorize(d_out, factors)
+    factors = check_int(self.kind, "factors", factors, 2, MAX_FACTORS)
+    spec = f"{self.kind} factors={factors}"
+    self.a, self.b = factorize(d_in, factors, spec), factorize(d_out, factors, spec)
     for k, (a, b) in enumerate(zip(self.a, self.b)):
       setattr(self, f"f{k}", init_core(rngs, (a, b), a, b))
 
@@ -79,9 +81,15 @@ class Kronecker(StructuredLinear):
         others = [j for j in range(c) if j != k]
         v = jnp.einsum(f"{letters},{','.join(letters[j] for j in others)}->{letters[k]}",
                        t, *(vecs[j] for j in others))
-        vecs[k] = v / jnp.prod(jnp.stack([vecs[j] @ vecs[j] for j in others]))
+        vecs[k] = v / _nonzero(jnp.prod(jnp.stack([vecs[j] @ vecs[j] for j in others])))
     norms = jnp.stack([jnp.linalg.norm(v) for v in vecs])
     scale = jnp.prod(norms) ** (1 / c)   # spread the magnitude evenly over the factors
     for k, (v, ak, bk) in enumerate(zip(vecs, a, b)):
-      getattr(layer, f"f{k}")[...] = (v / norms[k] * scale).reshape(ak, bk)
+      getattr(layer, f"f{k}")[...] = (v / _nonzero(norms[k]) * scale).reshape(ak, bk)
     return layer
+
+
+def _nonzero(norm: jax.Array) -> jax.Array:
+  """``norm``, or 1 where it is 0. Only the zero matrix gives a zero vector, and then what is
+  divided is zero too (or multiplied by scale = 0): 0 / 1 = 0 where 0 / 0 would be NaN."""
+  return jnp.where(norm > 0, norm, 1.0)

@@ -6,21 +6,28 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, StructureError, einsum, init_core
+from structured.base import (Core, StructuredLinear, StructureError, check_fraction, check_int,
+                             einsum, init_core)
 
 
 def resolve_rank(d_in: int, d_out: int, rank: int | None, rank_frac: float | None) -> int:
   """The rank from an absolute ``rank`` or a fraction of min(d_in, d_out) (rounded up)."""
   limit = min(d_in, d_out)
   if (rank is None) == (rank_frac is None):
-    raise StructureError("low_rank needs exactly one of rank (int >= 1) or rank_frac (in (0, 1])")
+    raise StructureError(f"low_rank rank={rank!r}, rank_frac={rank_frac!r}: give exactly one of "
+                         "rank (int >= 1) or rank_frac (in (0, 1])")
   if rank_frac is not None:
-    if not 0 < rank_frac <= 1:
-      raise StructureError(f"low_rank rank_frac={rank_frac} must be in (0, 1]")
-    rank = math.ceil(rank_frac * limit)
-  if not 1 <= rank <= limit:
-    raise StructureError(f"low_rank rank={rank} must be in [1, min(d_in, d_out)={limit}]")
-  return rank
+    rank = math.ceil(check_fraction("low_rank", "rank_frac", rank_frac) * limit)
+  return check_int("low_rank", "rank", rank, 1, limit, "min(d_in, d_out)")
+
+
+def svd_split(w_IxO: jax.Array, rank: int) -> tuple[jax.Array, jax.Array]:
+  """(U sqrt(s), sqrt(s) V^T) of the rank-``rank`` truncated SVD of ``w`` (batched over leading
+  axes): the Eckart-Young optimum as a factor pair with the singular values split evenly, the
+  start or step of every projection that fits a low-rank term."""
+  u, s, vt = jnp.linalg.svd(w_IxO, full_matrices=False)
+  root_s = jnp.sqrt(s[..., :rank])
+  return u[..., :rank] * root_s[..., None, :], root_s[..., :, None] * vt[..., :rank, :]
 
 
 class LowRank(StructuredLinear):
@@ -53,8 +60,5 @@ class LowRank(StructuredLinear):
   def project(cls, w_IxO: jax.Array, *, rngs=None, **hparams):
     """Truncated SVD: the Eckart-Young optimum in Frobenius and spectral norm."""
     layer = cls(*w_IxO.shape, rngs=rngs or nnx.Rngs(0), **hparams)
-    u, s, vt = jnp.linalg.svd(w_IxO, full_matrices=False)
-    root_s = jnp.sqrt(s[: layer.rank])
-    layer.u[...] = u[:, : layer.rank] * root_s
-    layer.v[...] = root_s[:, None] * vt[: layer.rank]
+    layer.u[...], layer.v[...] = svd_split(w_IxO, layer.rank)
     return layer

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from structured.base import StructureError, einsum
+from structured.base import StructureError, check_int, einsum
 
 
 class Mask(nnx.Variable):
@@ -26,13 +26,17 @@ class Mask(nnx.Variable):
   Param, so optimizers and parameter counts skip it."""
 
 
-def check_block(kind: str, d_in: int, d_out: int, block: int) -> None:
-  """Raises StructureError unless ``block`` tiles both widths, naming the blocks that do."""
-  if not (isinstance(block, int) and block >= 1 and d_in % block == 0 and d_out % block == 0):
-    g = math.gcd(d_in, d_out)
-    valid = [b for b in range(1, g + 1) if g % b == 0]
+def check_block(kind: str, d_in: int, d_out: int, block: int) -> int:
+  """``block`` as an int, or a StructureError unless it tiles both widths, naming the blocks
+  that do."""
+  g = math.gcd(d_in, d_out)
+  valid = [b for b in range(1, g + 1) if g % b == 0]
+  why = f" dividing d_in={d_in} and d_out={d_out}; valid blocks: {valid}"
+  block = check_int(kind, "block", block, 1, why=why)
+  if d_in % block or d_out % block:
     raise StructureError(f"{kind} block={block} must divide d_in={d_in} and d_out={d_out}; "
                          f"valid blocks: {valid}")
+  return block
 
 
 def coords(mask_IxO: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from structured import masked
-from structured.base import Core, StructuredLinear, StructureError, einsum, init_core, nearest_valid
+from structured.base import (Core, StructuredLinear, StructureError, check_int, einsum, init_core,
+                             nearest_valid)
 
 
 def top_n_of_m(scores_IxO: jax.Array, n: int, m: int) -> jax.Array:
@@ -31,8 +32,8 @@ class NMSparse(StructuredLinear):
   def __init__(self, d_in: int, d_out: int, *, n: int = 2, m: int = 4, use_bias: bool = False,
                role: str = "hidden", rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    if not (isinstance(n, int) and isinstance(m, int) and 1 <= n <= m):
-      raise StructureError(f"{self.kind} n={n}, m={m}: need integers 1 <= n <= m (e.g. n=2, m=4)")
+    m = check_int(self.kind, "m", m, 1, why=" (the group size along d_in, e.g. 4)")
+    n = check_int(self.kind, "n", n, 1, m, "m", " (weights kept per group of m, e.g. n=2, m=4)")
     if d_in % m:
       raise StructureError(f"{self.kind} m={m} must divide d_in={d_in}; nearest valid d_in: "
                            f"{nearest_valid(d_in, lambda w: w % m == 0)}")

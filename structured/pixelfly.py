@@ -20,7 +20,9 @@ import numpy as np
 from flax import nnx
 
 from structured import masked
-from structured.base import Core, StructuredLinear, StructureError, einsum, init_core, nearest_valid
+from structured.base import (Core, StructuredLinear, StructureError, check_int, einsum, init_core,
+                             nearest_valid)
+from structured.low_rank import svd_split
 
 
 def butterfly_mask(size: int, n_factors: int) -> np.ndarray:
@@ -46,7 +48,7 @@ class Pixelfly(StructuredLinear):
                block: int = 8, rank: int = 1, use_bias: bool = False, role: str = "hidden",
                rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    self._check(butterfly_size, n_factors, block, rank)
+    butterfly_size, n_factors, block, rank = self._check(butterfly_size, n_factors, block, rank)
     self.butterfly_size, self.n_factors = butterfly_size, n_factors
     self.block, self.rank = block, rank
     layout = block_layout(d_in, d_out, butterfly_size, n_factors, block)
@@ -57,22 +59,22 @@ class Pixelfly(StructuredLinear):
     self.v = init_core(rngs, (rank, d_out), rank, d_out)
 
   def _check(self, butterfly_size, n_factors, block, rank):
-    log_n = int(butterfly_size).bit_length() - 1
-    if not isinstance(butterfly_size, int) or butterfly_size < 2 or butterfly_size != 2**log_n:
+    """The hyperparameters as ints, or one StructureError naming the first that is invalid."""
+    butterfly_size = check_int(self.kind, "butterfly_size", butterfly_size, 2,
+                               why=", a power of 2 (e.g. 8, 16, 32)")
+    log_n = butterfly_size.bit_length() - 1
+    if butterfly_size != 2**log_n:
       raise StructureError(f"{self.kind} butterfly_size={butterfly_size} must be a power of 2 "
                            ">= 2 (e.g. 8, 16, 32)")
-    if not 1 <= n_factors <= log_n:
-      raise StructureError(f"{self.kind} n_factors={n_factors} must be in [1, log2("
-                           f"butterfly_size)={log_n}]")
+    n_factors = check_int(self.kind, "n_factors", n_factors, 1, log_n, "log2(butterfly_size)")
     for name, d in (("d_in", self.d_in), ("d_out", self.d_out)):
       if d % butterfly_size:
         raise StructureError(f"{self.kind} butterfly_size={butterfly_size} must divide "
                              f"{name}={d}; nearest valid widths: "
                              f"{nearest_valid(d, lambda w: w % butterfly_size == 0)}")
-    masked.check_block(self.kind, self.d_in, self.d_out, block)
-    if not 1 <= rank <= min(self.d_in, self.d_out):
-      raise StructureError(f"{self.kind} rank={rank} must be in [1, min(d_in, d_out)="
-                           f"{min(self.d_in, self.d_out)}]")
+    block = masked.check_block(self.kind, self.d_in, self.d_out, block)
+    rank = check_int(self.kind, "rank", rank, 1, min(self.d_in, self.d_out), "min(d_in, d_out)")
+    return butterfly_size, n_factors, block, rank
 
   def _fans(self):
     return masked.effective_fans(self.n_kept * self.block**2, self.d_in, self.d_out)
@@ -125,9 +127,7 @@ class Pixelfly(StructuredLinear):
 def _alternate(w_IxO, keep_IxO, steps, rank):
   """(S, U, V) after ``steps`` alternating passes (see ``Pixelfly.project``)."""
   def fit_low_rank(r_IxO):
-    u, s, vt = jnp.linalg.svd(r_IxO, full_matrices=False)
-    root_s = jnp.sqrt(s[:rank])
-    return u[:, :rank] * root_s, root_s[:, None] * vt[:rank]
+    return svd_split(r_IxO, rank)
 
   def sparse(u_IxR, v_RxO):
     return jnp.where(keep_IxO, w_IxO - u_IxR @ v_RxO, 0.0)

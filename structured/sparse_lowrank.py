@@ -26,7 +26,9 @@ import numpy as np
 from flax import nnx
 
 from structured import masked
-from structured.base import Core, StructuredLinear, StructureError, einsum, init_core
+from structured.base import (Core, StructuredLinear, StructureError, check_fraction, check_int,
+                             einsum, init_core)
+from structured.low_rank import svd_split
 
 IMPLS = ("dense", "gather")
 
@@ -42,14 +44,12 @@ class SparseLowRank(StructuredLinear):
                seed: int = 0, impl: str = "dense", use_bias: bool = False, role: str = "hidden",
                rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    limit = min(d_in, d_out)
-    if not (isinstance(rank, int) and 1 <= rank <= limit):
-      raise StructureError(f"{self.kind} rank={rank} must be in [1, min(d_in, d_out)={limit}]")
-    if not 0 < density <= 1:
-      raise StructureError(f"{self.kind} density={density} must be in (0, 1] (the fraction of "
-                           "entries of the sparse part)")
+    rank = check_int(self.kind, "rank", rank, 1, min(d_in, d_out), "min(d_in, d_out)")
+    density = check_fraction(self.kind, "density", density,
+                             " (the fraction of entries of the sparse part)")
+    seed = check_int(self.kind, "seed", seed, 0)
     if impl not in IMPLS:
-      raise StructureError(f"{self.kind} impl='{impl}' is unknown; valid: {list(IMPLS)}")
+      raise StructureError(f"{self.kind} impl={impl!r} is unknown; valid: {list(IMPLS)}")
     self.rank, self.density, self.seed, self.impl = rank, density, seed, impl
     self.nnz = max(1, round(density * d_in * d_out))
     flat = np.random.default_rng(seed).permutation(d_in * d_out)[:self.nnz]
@@ -128,9 +128,7 @@ class SparseLowRank(StructuredLinear):
 def _godec(w_IxO, rank, nnz, steps):
   """(support, values, U, V) after ``steps`` alternations of rank-r SVD and top-nnz residual."""
   def low_rank(sparse_IxO):
-    u, s, vt = jnp.linalg.svd(w_IxO - sparse_IxO, full_matrices=False)
-    root_s = jnp.sqrt(s[:rank])
-    return u[:, :rank] * root_s, root_s[:, None] * vt[:rank]
+    return svd_split(w_IxO - sparse_IxO, rank)
 
   def top(u_IxR, v_RxO):
     resid = (w_IxO - u_IxR @ v_RxO).reshape(-1)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, StructureError, einsum, factorize, init_core
+from structured.base import Core, StructuredLinear, check_int, einsum, factorize, init_core
 
 MAX_CORES = 8
 _A, _B, _R = string.ascii_lowercase[:MAX_CORES], string.ascii_uppercase[:MAX_CORES], "rs"
@@ -32,17 +32,15 @@ class TT(StructuredLinear):
   def __init__(self, d_in: int, d_out: int, *, cores: int = 3, rank: int = 2,
                use_bias: bool = False, role: str = "hidden", rngs: nnx.Rngs):
     super().__init__(d_in, d_out, use_bias=use_bias, role=role, rngs=rngs)
-    if not 2 <= cores <= MAX_CORES:
-      raise StructureError(f"tt cores={cores} must be in [2, {MAX_CORES}]")
-    self.a, self.b = factorize(d_in, cores), factorize(d_out, cores)
+    cores = check_int(self.kind, "cores", cores, 2, MAX_CORES)
+    spec = f"{self.kind} cores={cores}"
+    self.a, self.b = factorize(d_in, cores, spec), factorize(d_out, cores, spec)
     # the unfolding W[(i_<=k, j_<=k), (i_>k, j_>k)] has rank <= r_k; its smallest size bounds r
     max_rank = min(self.a[0] * self.b[0], self.a[-1] * self.b[-1])
-    if not 1 <= rank <= max_rank:
-      factors = f"{'x'.join(map(str, self.a))} -> {'x'.join(map(str, self.b))}"
-      raise StructureError(f"tt rank={rank} must be in [1, {max_rank}] for {d_in}->{d_out} "
-                           f"(factors {factors}); higher ranks add parameters without adding "
-                           "expressiveness")
-    self.rank = rank
+    factors = f"{'x'.join(map(str, self.a))} -> {'x'.join(map(str, self.b))}"
+    self.rank = check_int(self.kind, "rank", rank, 1, max_rank,
+                          why=f" for {d_in}->{d_out} (factors {factors}); higher ranks add "
+                              "parameters without adding expressiveness")
     r = self.ranks
     for k, core in enumerate(self.cores()):
       setattr(self, core.name,

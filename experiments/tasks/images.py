@@ -115,9 +115,6 @@ class ImageClassification:
   def __init__(self, train, test, *, classes: int, mean, std, seed: int, batch_size: int,
                image_size: int, crop_pad: int, flip: bool, mixup_alpha: float,
                label_smoothing: float, eval_batch: int, eval_examples: int, read_threads: int):
-    if crop_pad < 0 or mixup_alpha < 0 or not 0 <= label_smoothing < 1:
-      raise DataError(f"data.crop={crop_pad} and data.mixup_alpha={mixup_alpha} must be >= 0, "
-                      f"data.label_smoothing={label_smoothing} in [0, 1)")
     self.train, self.test, self.classes, self.seed = train, test, classes, seed
     self.rows, self.eval_rows = host_slice(batch_size), host_slice(eval_batch)
     self.batch_size, self.eval_batch = batch_size, eval_batch

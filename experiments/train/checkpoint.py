@@ -2,16 +2,24 @@
 
 Data needs no iterator state: every batch is a pure function of (seed, step), so the step
 restores the data position exactly. ``restore_latest`` walks back from the newest checkpoint
-past any that cannot be read (a partial or corrupted write), warning about each one.
+past any that cannot be read (a partial or corrupted write). Unreadable checkpoints are never
+written over or deleted: once a readable one is found, the newer unreadable ones are moved to
+``workdir/checkpoints_unreadable/<step>`` (so the resumed run can save those steps again);
+when none is readable, nothing is touched and ``CheckpointError`` says what to do.
 """
 
 from __future__ import annotations
 
 import os
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
+
+from experiments.errors import CheckpointError
+
+UNREADABLE = "checkpoints_unreadable"
 
 
 class Checkpointer:
@@ -30,7 +38,10 @@ class Checkpointer:
     self.manager.wait_until_finished()
 
   def restore_latest(self, model: nnx.Module, optimizer: nnx.Optimizer) -> dict | None:
-    """Loads the newest readable checkpoint into ``model`` and ``optimizer``; its meta, or None."""
+    """Loads the newest readable checkpoint into ``model`` and ``optimizer``; its meta, or None
+    when there is no checkpoint. Newer unreadable ones are moved aside (module docstring);
+    CheckpointError, with nothing changed, when there are checkpoints but none is readable."""
+    unreadable = {}
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -38,14 +49,40 @@ class Checkpointer:
             optimizer=ocp.args.StandardRestore(nnx.state(optimizer)),
             meta=ocp.args.JsonRestore()))
       except Exception as e:   # orbax raises many types for unreadable files
-        logging.warning("checkpoint %s/%d is unreadable (%s: %s); trying the one before",
-                        self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+        unreadable[step] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        logging.warning("checkpoint %s/%d is unreadable (%s); trying the one before",
+                        self.directory, step, unreadable[step])
         print(f"warning: checkpoint at step {step} is unreadable; trying the one before", flush=True)
         continue
+      self._move_aside(sorted(unreadable))
       nnx.update(model, restored["model"])
       nnx.update(optimizer, restored["optimizer"])
       return dict(restored["meta"])
+    if unreadable:
+      newest = max(unreadable)
+      raise CheckpointError(
+          f"every checkpoint in {self.directory} is unreadable (steps {sorted(unreadable)}; step "
+          f"{newest}: {unreadable[newest]}); nothing was changed. To train from step 0 keeping "
+          f"them, move {self.directory} aside or use another --workdir")
     return None
+
+  def _move_aside(self, steps: list[int]) -> None:
+    """Moves the step directories to ``workdir/checkpoints_unreadable/<step>`` (a numbered
+    suffix if that exists) and makes the manager forget them; process 0 moves."""
+    if not steps:
+      return
+    aside = os.path.join(os.path.dirname(self.directory), UNREADABLE)
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        target, n = os.path.join(aside, str(step)), 0
+        while os.path.exists(target):
+          n += 1
+          target = os.path.join(aside, f"{step}.{n}")
+        os.rename(os.path.join(self.directory, str(step)), target)
+        print(f"warning: moved the unreadable checkpoint at step {step} to {target}", flush=True)
+    ocp.multihost.sync_global_processes("strux_unreadable_checkpoints_moved")
+    self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()

@@ -72,9 +72,11 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
   """Trains to ``config.steps``, resuming from the newest readable checkpoint in ``workdir``.
 
   Saves every ``checkpoint_every`` steps and when SIGTERM arrives (then returns early with
-  ``{"preempted": True}``). A non-finite loss or gradient raises NonFiniteError without
-  saving, so the last good checkpoint stays the newest. Returns the last metrics record.
+  ``{"preempted": True}``). A non-finite loss or gradient writes a last metrics line holding
+  ``"error"`` and raises NonFiniteError without saving, so the last good checkpoint stays the
+  newest. Returns the last metrics record.
   """
+  writers.check_workdir(workdir)
   run = build(config)
   task, model, optimizer, mesh = run.task, run.model, run.optimizer, run.mesh
   logging.info("muP per-core multipliers (%s):\n%s", config.mup, mup.describe(model, run.mults))
@@ -103,10 +105,12 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
       loss, finite = steps.train_step(model, optimizer, batch, task.loss, config.microbatches, plan)
       bad_grad = _first_bad(finite)
       if bad_grad or not np.isfinite(float(loss)):
-        raise NonFiniteError(
-            f"non-finite {'gradient' if bad_grad else 'loss'} at step {step} (loss {float(loss)}, "
-            f"first non-finite gradient: {bad_grad or 'none'}); stopped without saving, the newest "
-            f"checkpoint (step {_saved(ckpt)}) is intact")
+        message = (f"non-finite {'gradient' if bad_grad else 'loss'} at step {step} (loss "
+                   f"{float(loss)}, first non-finite gradient: {bad_grad or 'none'}); stopped "
+                   f"without saving, the newest checkpoint (step {_saved(ckpt)}) is intact")
+        writer.write({"step": step, "examples": step * config.batch_size, "error": message})
+        writer.close()
+        raise NonFiniteError(message)
       examples = step * config.batch_size
       last = step == config.steps
       if step % config.log_every == 0 or step % config.eval_every == 0 or last:

@@ -1,5 +1,6 @@
 """What a run writes: ``config.json`` and ``metrics.jsonl`` (the only input of analysis/),
-an optional wandb run (offline by default) and a progress line on stdout. Process 0 writes.
+an optional wandb run (offline by default; ``WANDB_MODE`` in the environment overrides
+``wandb.mode``) and a progress line on stdout. Process 0 writes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import time
 import jax
 
 import runfiles
+from experiments.errors import ConfigError
+
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 # Dense bf16 peak FLOP/s per device, by substrings of jax's device_kind.
@@ -31,6 +35,31 @@ class WandbConfig:
   """wandb ``mode`` ('offline', 'online' or 'disabled') and ``project``."""
   mode: str
   project: str
+
+  def __post_init__(self):
+    if self.mode not in WANDB_MODES:
+      raise ConfigError(f"wandb.mode={self.mode!r} is unknown; valid: {list(WANDB_MODES)}")
+    if self.effective_mode not in WANDB_MODES:
+      raise ConfigError(f"WANDB_MODE={os.environ['WANDB_MODE']!r} (environment) is unknown; "
+                        f"valid: {list(WANDB_MODES)}")
+
+  @property
+  def effective_mode(self) -> str:
+    """``WANDB_MODE`` from the environment when set (wandb's own switch, so
+    ``WANDB_MODE=disabled`` turns a run's wandb off), else ``mode``."""
+    return os.environ.get("WANDB_MODE") or self.mode
+
+
+def check_workdir(workdir: str) -> None:
+  """One ConfigError naming ``workdir`` unless it is a writable directory or can be created as
+  one (its nearest existing ancestor is a writable directory); writes nothing."""
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f"--workdir '{workdir}' cannot be created: '{existing}' is a file")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir '{workdir}' is not writable: '{existing}' is read-only")
 
 
 class MetricWriter:
@@ -56,7 +85,7 @@ class MetricWriter:
     os.replace(tmp, runfiles.metrics_path(workdir))
     with open(runfiles.config_path(workdir), "w") as f:
       json.dump(config, f, indent=2, sort_keys=True)
-    mode = wandb_cfg.mode
+    mode = wandb_cfg.effective_mode
     if mode != "disabled":
       import wandb
       self._wandb = wandb.init(project=wandb_cfg.project, config=config,

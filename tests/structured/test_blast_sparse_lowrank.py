@@ -117,6 +117,23 @@ def test_blast_warm_start_beats_the_papers_random_start_on_members():
   assert warm < 1e-4 < paper   # the paper's start stalls (~8e-2 here) within 100 steps
 
 
+@pytest.mark.parametrize("shape,hparams,spectrum", [
+    ((16, 16), {"blocks": 4, "rank": 6}, "rank 6"),   # r > p: no algebraic start
+    ((32, 32), {"blocks": 8, "rank": 8}, "2^-k")])    # the descent from it ends 10x worse
+def test_blast_projection_is_never_worse_than_its_starts(shape, hparams, spectrum):
+  """The rank-r truncated SVD is a BLAST member (V_j, U_i its blocks, S = 1): the projection
+  returns at least as good, and at least as good as its steps=0 start."""
+  u, _, vt = np.linalg.svd(np.random.default_rng(0).standard_normal(shape))
+  s = np.r_[np.ones(6), np.zeros(shape[0] - 6)] if spectrum == "rank 6" else 2.0 ** -np.arange(32)
+  w = jnp.asarray((u * s) @ vt, jnp.float32)
+  truncated = float(np.sqrt(np.sum(s[hparams["rank"]:] ** 2)))
+  blast = structured.family("blast")
+  err = float(jnp.linalg.norm(blast.project(w, **hparams).to_dense() - w))
+  start = float(jnp.linalg.norm(blast.project(w, steps=0, **hparams).to_dense() - w))
+  slack = 1e-5 * float(jnp.linalg.norm(w))   # float32 rounding of the SVD start
+  assert err <= truncated + slack and err <= start + slack
+
+
 def test_init_output_rms_does_not_depend_on_width():
   """Unit-variance input: blast with rank and blocks' sizes growing with width, sparse_lowrank
   at fixed density (its V = 0, so the sparse part alone) keep the output RMS in a band."""
@@ -140,12 +157,18 @@ def test_mup_zero_init_roles_start_at_zero(kind):
 
 def test_bad_hyperparameters_are_clear_errors():
   rngs = nnx.Rngs(0)
-  bad = [("blast", (8, 16), {"rank": 99}, r"blast rank=99 must be in \[1, min\(d_in, d_out\)=8\]"),
+  bad = [("blast", (8, 16), {"rank": 99},
+          r"blast rank=99 must be an integer in \[1, min\(d_in, d_out\)=8\]"),
          ("blast", (64, 64), {"blocks": 3}, r"blocks=3 must divide d_in=64; nearest valid d_in: "
                                             r"\[60, 63, 66, 69\]"),
          ("blast", (64, 144), {"blocks_out": 5}, "blocks_out=5 must divide d_out=144"),
          ("blast", (64, 64), {"blocks": 0}, "blocks=0 must be an integer >= 1"),
-         ("sparse_lowrank", (8, 16), {"rank": 9}, r"rank=9 must be in \[1, min\(d_in, d_out\)=8\]"),
+         ("blast", (64, 64), {"rank": 2.0}, r"rank=2.0 must be an integer in \[1, "),
+         ("blast", (64, 64), {"rank": 2, "rank_frac": 0.5}, r"rank=2, rank_frac=0.5: give rank"),
+         ("sparse_lowrank", (8, 16), {"seed": -1}, "seed=-1 must be an integer >= 0"),
+         ("sparse_lowrank", (8, 16), {"density": "0.1"}, r"density='0.1' must be in \(0, 1\]"),
+         ("sparse_lowrank", (8, 16), {"rank": 9},
+          r"rank=9 must be an integer in \[1, min\(d_in, d_out\)=8\]"),
          ("sparse_lowrank", (8, 16), {"density": 0.0}, r"density=0.0 must be in \(0, 1\]"),
          ("sparse_lowrank", (8, 16), {"density": 1.5}, r"density=1.5 must be in \(0, 1\]"),
          ("sparse_lowrank", (8, 16), {"impl": "cuda"}, r"impl='cuda' is unknown; valid: "

@@ -9,6 +9,7 @@ from flax import nnx
 import structured
 from pallas_kernels import backend
 from structured import StructureError
+from structured.low_rank import svd_split
 from structured.mup import MuP
 from structured.masked import Mask
 
@@ -113,11 +114,59 @@ def test_low_rank_projection_is_the_eckart_young_optimum():
   assert float(err) == pytest.approx(float(jnp.sqrt(jnp.sum(s[5:] ** 2))), rel=1e-4)
 
 
+@pytest.mark.parametrize("kind", sorted(structured.FAMILIES))
+def test_projection_of_the_zero_matrix_is_the_zero_member(kind):
+  """Zero is a member of every family; kronecker and blast once divided by its zero norm."""
+  layer = structured.family(kind).project(jnp.zeros((64, 144)), **HPARAMS.get(kind, {}))
+  for leaf in jax.tree.leaves(nnx.state(layer, nnx.Param)):
+    assert jnp.all(jnp.isfinite(leaf))
+  assert not jnp.any(layer.to_dense())
+
+
+def test_kronecker_projection_of_zero_with_three_factors_is_finite():
+  layer = structured.family("kronecker").project(jnp.zeros((64, 144)), factors=3, steps=2)
+  assert all(jnp.all(getattr(layer, f"f{k}")[...] == 0) for k in range(3))
+
+
+def test_monarch_is_block_diagonal_permutation_block_diagonal():
+  """The module docstring's W = R P L: R, L block-diagonal with b blocks, P a permutation."""
+  layer = structured.make("monarch", 64, 144, rngs=nnx.Rngs(0), blocks=4)
+  (m1, m2), (n1, n2), r = layer.ms, layer.ns, layer.rank
+  w0, w1 = np.asarray(layer.w0[...]), np.asarray(layer.w1[...])   # [m2, m1, r, n1], [n1, m2, r, n2]
+  block_diag = jax.scipy.linalg.block_diag
+  right = block_diag(*(w0[j].reshape(m1, r * n1) for j in range(m2)))   # features (m2, r, n1)
+  left = block_diag(*(w1[i].reshape(m2 * r, n2) for i in range(n1)))    # features (n1, m2, r)
+  order = np.arange(m2 * r * n1).reshape(m2, r, n1).transpose(2, 0, 1).reshape(-1)
+  perm = np.eye(m2 * r * n1)[:, order]
+  np.testing.assert_allclose(right @ perm @ left, layer.to_dense(), atol=1e-6)
+
+
+def test_kronecker_flops_follow_the_contraction_order():
+  """A_1 is contracted first: 2 (b_1 d_in + a_2 d_out), with unequal factors (32 = 4 x 8)."""
+  layer = nnx.eval_shape(lambda: structured.make("kronecker", 32, 144, rngs=nnx.Rngs(0)))
+  (a1, a2), (b1, b2) = layer.a, layer.b
+  assert (a1, a2, b1, b2) == (4, 8, 12, 12)
+  assert layer.flops_per_token() == 2 * (b1 * 32 + a2 * 144)
+
+
+def test_svd_split_is_the_balanced_eckart_young_pair():
+  """(U sqrt(s), sqrt(s) V^T), batched: the best rank-r product, both factors the same norm."""
+  w = jax.random.normal(jax.random.key(0), (3, 12, 20))
+  left, right = svd_split(w, 4)
+  assert left.shape == (3, 12, 4) and right.shape == (3, 4, 20)
+  s = jnp.linalg.svd(w, compute_uv=False)
+  err = jnp.linalg.norm(left @ right - w, axis=(1, 2))
+  np.testing.assert_allclose(err, jnp.sqrt(jnp.sum(s[:, 4:] ** 2, axis=1)), rtol=1e-4)
+  np.testing.assert_allclose(jnp.linalg.norm(left, axis=1), jnp.linalg.norm(right, axis=2),
+                             rtol=1e-4)
+
+
 def test_bad_inputs_are_clear_errors():
   rngs = nnx.Rngs(0)
   with pytest.raises(StructureError, match="unknown structure kind 'foo'.*valid kinds"):
     structured.make("foo", 8, 8, rngs=rngs)
-  with pytest.raises(StructureError, match=r"rank=99 must be in \[1, min\(d_in, d_out\)=8\]"):
+  with pytest.raises(StructureError,
+                     match=r"rank=99 must be an integer in \[1, min\(d_in, d_out\)=8\]"):
     structured.make("low_rank", 8, 16, rngs=rngs, rank=99)
   with pytest.raises(StructureError, match="cannot be split into 2 factors.*nearest valid widths"):
     structured.make("btt", 67, 64, rngs=rngs)
@@ -127,6 +176,24 @@ def test_bad_inputs_are_clear_errors():
     structured.make("btt", 64, 64, rngs=rngs, impl="cuda")
   with pytest.raises(StructureError, match="monarch with blocks=3 .*nearest valid widths"):
     structured.make("monarch", 64, 64, rngs=rngs, blocks=3)
+
+
+@pytest.mark.parametrize("kind,hparams,message", [
+    ("btt", {"rank": 1.5}, r"btt rank=1.5 must be an integer in \[1, 8\]"),
+    ("tt", {"rank": 1.5}, r"tt rank=1.5 must be an integer in \[1, 16\]"),
+    ("pixelfly", {"rank": 1.5}, r"pixelfly rank=1.5 must be an integer in \[1, "),
+    ("low_rank", {"rank": 1.5}, r"low_rank rank=1.5 must be an integer in \[1, "),
+    ("low_rank", {"rank": True}, r"low_rank rank=True must be an integer"),
+    ("block_diag", {"blocks": 2.0}, r"block_diag blocks=2.0 must be an integer >= 1"),
+    ("monarch", {"blocks": 2.0}, r"monarch blocks=2.0 must be an integer >= 1"),
+    ("kronecker", {"factors": 2.5}, r"kronecker factors=2.5 must be an integer in \[2, 8\]"),
+    ("block_sparse", {"block": 8.0}, r"block_sparse block=8.0 must be an integer >= 1"),
+    ("nm_sparse", {"n": 2.0}, r"nm_sparse n=2.0 must be an integer in \[1, m=4\]"),
+])
+def test_non_integer_hyperparameters_are_one_clear_error(kind, hparams, message):
+  """No rounding and no AttributeError from deep inside the init: the family names the key."""
+  with pytest.raises(StructureError, match=message):
+    structured.make(kind, 64, 64, rngs=nnx.Rngs(0), **hparams)
 
 
 @pytest.mark.parametrize("kind,hparams", [("btt", {"rank": 2}), ("monarch", {"blocks": 4})])

@@ -107,10 +107,24 @@ def test_bf16_input_gives_bf16_close_to_float32():
     ({"theta": "monarch"}, r"theta='monarch' is unknown; valid names: \['btt', 'dense'"),
     ({"theta": "btt", "dims": (8, 1, 8, 1, 8, 8, 1)}, "theta .* or dims .*, not both"),
     ({"dims": (8, 1, 8, 1, 8, 4, 1)}, r"a\*b\*g = d_in = 64 and d\*e\*f = d_out = 64"),
+    ({"dims": (8, 1, 8, 1, 8, 8, 9)}, r"dims=\(8, 1, 8, 1, 8, 8, 9\) gives rank r=9 above "
+                                      r"min\(a\*d, b\*e\)=8"),
+    ({"theta": (0.5, 0.0, 0.5, 0.0, 0.5, 0.5, 1.0)}, r"gives rank r=64 above min\(a\*d, b\*e\)=8"),
 ])
 def test_bad_theta_is_one_clear_error(kwargs, match):
   with pytest.raises(StructureError, match=match):
     structured.make("einsum", 64, 64, rngs=nnx.Rngs(0), **kwargs)
+
+
+def test_rank_bound_is_btts_at_the_btt_corner():
+  """At the btt corner (64 = 8 x 8) btt and einsum accept rank 8 and both reject rank 9."""
+  corner = lambda r: {"dims": (8, 1, 8, 1, 8, 8, r)}
+  for kind, hparams in (("btt", {"rank": 8}), ("einsum", corner(8))):
+    layer = nnx.eval_shape(lambda: structured.make(kind, 64, 64, rngs=nnx.Rngs(0), **hparams))
+    assert layer.num_params() == 8 * 64 * (8 + 8)
+  for kind, hparams in (("btt", {"rank": 9}), ("einsum", corner(9))):
+    with pytest.raises(StructureError, match="rank.*9"):
+      structured.make(kind, 64, 64, rngs=nnx.Rngs(0), **hparams)
 
 
 def test_unfactorable_width_names_nearest_valid_widths():

@@ -181,14 +181,15 @@ def test_block_sparse_pallas_impl_matches_xla():
     ("block_sparse", 64, 144, {"block": 12},
      r"block=12 must divide .*valid blocks: \[1, 2, 4, 8, 16\]"),
     ("block_sparse", 64, 64, {"impl": "cuda"}, r"impl='cuda' is unknown"),
-    ("nm_sparse", 64, 64, {"n": 5, "m": 4}, r"n=5, m=4: need integers 1 <= n <= m"),
+    ("nm_sparse", 64, 64, {"n": 5, "m": 4}, r"n=5 must be an integer in \[1, m=4\]"),
     ("nm_sparse", 66, 64, {}, r"m=4 must divide d_in=66; nearest valid d_in: \[60, 64, 68, 72\]"),
     ("pixelfly", 64, 64, {"butterfly_size": 12}, r"butterfly_size=12 must be a power of 2"),
     ("pixelfly", 64, 64, {"n_factors": 5},
-     r"n_factors=5 must be in \[1, log2\(butterfly_size\)=4\]"),
+     r"n_factors=5 must be an integer in \[1, log2\(butterfly_size\)=4\]"),
     ("pixelfly", 72, 64, {}, r"butterfly_size=16 must divide d_in=72; nearest valid widths"),
     ("pixelfly", 64, 64, {"block": 24}, r"block=24 must divide .*valid blocks"),
-    ("pixelfly", 64, 64, {"rank": 65}, r"rank=65 must be in \[1, min\(d_in, d_out\)=64\]"),
+    ("pixelfly", 64, 64, {"rank": 65},
+     r"rank=65 must be an integer in \[1, min\(d_in, d_out\)=64\]"),
 ])
 def test_bad_inputs_are_clear_errors(kind, d_in, d_out, hparams, match):
   with pytest.raises(StructureError, match=match):

@@ -120,15 +120,15 @@ def test_bf16_input(kind, hparams):
 
 def test_bad_hyperparameters_are_clear_errors():
   rngs = nnx.Rngs(0)
-  bad = [("block_diag", 64, 64, {"blocks": 0}, r"blocks=0 must be >= 1"),
+  bad = [("block_diag", 64, 64, {"blocks": 0}, r"blocks=0 must be an integer >= 1"),
          ("block_diag", 64, 66, {"blocks": 4},
           r"d_out=66 divisible by 4; nearest valid widths: \[60, 64, 68, 72\]"),
-         ("tt", 64, 64, {"cores": 1}, r"tt cores=1 must be in \[2, 8\]"),
-         ("tt", 64, 144, {"rank": 17}, r"tt rank=17 must be in \[1, 16\]"),
-         ("tt", 64, 144, {"rank": 0}, r"tt rank=0 must be in \[1, 16\]"),
+         ("tt", 64, 64, {"cores": 1}, r"tt cores=1 must be an integer in \[2, 8\]"),
+         ("tt", 64, 144, {"rank": 17}, r"tt rank=17 must be an integer in \[1, 16\]"),
+         ("tt", 64, 144, {"rank": 0}, r"tt rank=0 must be an integer in \[1, 16\]"),
          ("tt", 67, 64, {}, r"width 67 cannot be split into 3 factors.*nearest valid widths"),
-         ("btt", 64, 64, {"cores": 1}, r"btt cores=1 must be in \[2, 8\]"),
-         ("btt", 64, 144, {"cores": 3, "rank": 5}, r"btt rank=5 must be in \[1, 4\]"),
+         ("btt", 64, 64, {"cores": 1}, r"btt cores=1 must be an integer in \[2, 8\]"),
+         ("btt", 64, 144, {"cores": 3, "rank": 5}, r"btt rank=5 must be an integer in \[1, 4\]"),
          ("btt", 64, 144, {"cores": 3, "impl": "pallas"}, r"impl='pallas' supports cores=2 only")]
   for kind, d_in, d_out, hparams, message in bad:
     with pytest.raises(StructureError, match=message):
