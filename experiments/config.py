@@ -69,6 +69,7 @@ _DEVICES = (lambda v: v == -1 or v >= 1), "-1 (all remaining devices) or >= 1"
 # (model.dropout, mup.base_depth) and the choices (names, modes) themselves.
 RANGES = {
     "seed": _at_least(0), "steps": _at_least(1), "batch_size": _at_least(1),
+    "microbatches": _at_least(1),
     "log_every": _at_least(1), "eval_every": _at_least(1),
     "checkpoint_every": _at_least(0, " (0 = no checkpoints)"), "max_to_keep": _at_least(1),
     "model.width": _at_least(1), "model.depth": _at_least(1), "model.expansion": _at_least(1),
