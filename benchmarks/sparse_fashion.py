@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 
-import numpy as np
 import pandas as pd
 
 ORDER = ["dense", "static", "set", "rigl", "gmp", "srste"]

@@ -6,7 +6,6 @@ weights. The dense W and its moments persist (nothing is reset)."""
 import jax
 import jax.numpy as jnp
 
-from structured import masked
 from structured.nm_sparse import top_n_of_m
 
 STRAIGHT_THROUGH = True

@@ -4,21 +4,26 @@ hosts read disjoint rows of the same global batch, missing data is one clear err
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import common
 from experiments import errors
 from experiments.tasks import build as data, images, tfds_data
 
 
+def _data(**fields) -> data.ImageData:
+  """A typed image data section: configs/common.py's defaults with ``fields`` over them."""
+  name = fields.pop("name", "cifar10")
+  return data.ImageData(**{**common.image_data(name).to_dict(), **fields})
+
+
 def _task(batch_size=8, **fields):
-  cfg = dict(name="cifar10", dir="", image_size=32, crop=4, flip=True, mixup_alpha=0.0,
-             label_smoothing=0.0, eval_batch=8, eval_examples=16, read_threads=1)
-  cfg.update(fields)
+  cfg = _data(**{**dict(image_size=32, crop=4, flip=True, eval_batch=8, eval_examples=16,
+                        read_threads=1), **fields})
   with tfds.testing.mock_data(num_examples=24):
-    return data.make(ml_collections.ConfigDict(cfg), batch_size, seed=0)
+    return data.make(cfg, batch_size, seed=0)
 
 
 def test_flip_mirrors_and_crop_shifts():
@@ -118,8 +123,7 @@ def _local_arrays(n):
 
 def test_reads_a_locally_built_array_record_dataset(tmp_path):
   _LocalCifar10(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
-  cfg = ml_collections.ConfigDict(dict(name="cifar10", dir=str(tmp_path), crop=0, flip=False,
-                                       eval_batch=8, read_threads=2))
+  cfg = _data(dir=str(tmp_path), crop=0, flip=False, eval_batch=8, read_threads=2)
   task = data.make(cfg, 8, seed=0)
   originals = dict(zip(map(bytes, _local_arrays(16)[0]), _local_arrays(16)[1]))
   mean, std = np.array(tfds_data.DATASETS["cifar10"][3]), np.array(tfds_data.DATASETS["cifar10"][4])
@@ -146,12 +150,10 @@ def test_fashion_mnist_reads_from_tfds_or_idx_files(tmp_path):
 
 
 def test_missing_tfds_dataset_is_one_clear_error(tmp_path):
-  cfg = ml_collections.ConfigDict(dict(name="cifar100", dir=str(tmp_path)))
   with pytest.raises(errors.DataError, match=f"cifar100.*{tmp_path}.*tfds build cifar100"):
-    data.make(cfg, 8, seed=0)
-  cfg.name = "imagenet2012"
+    data.make(_data(name="cifar100", dir=str(tmp_path)), 8, seed=0)
   with pytest.raises(errors.DataError, match="downloads/manual"):
-    data.make(cfg, 8, seed=0)
+    data.make(_data(name="imagenet2012", dir=str(tmp_path)), 8, seed=0)
 
 
 def test_soft_target_cross_entropy_matches_the_closed_form():

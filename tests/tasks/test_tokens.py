@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -25,8 +24,8 @@ def _bins(root, n_train=5000, n_val=1000, vocab=50257):
 
 
 def _tokens(root, batch_size=8, vocab=50304):
-  cfg = ml_collections.ConfigDict(dict(name="tokens", dir=str(root), vocab=vocab, seq_len=16,
-                                       eval_batches=2))
+  cfg = data.TokensData(name="tokens", dir=str(root), vocab=vocab, seq_len=16, eval_batches=2,
+                        seed_offset=0)
   return data.make(cfg, batch_size, seed=0)
 
 
