@@ -60,7 +60,7 @@ def test_plain_adam_eps_fakes_a_negative_slope():
   assert slopes["slope"].min() < -MAX_SLOPE
 
 
-@pytest.mark.parametrize("kind", ["dense", "btt"])
+@pytest.mark.parametrize("kind", ["kind=dense", "kind=btt"])
 def test_sgd_mup_updates_do_not_grow_with_width(kind):
   """SGD's rule, lr ~ fan_out / fan_in per core (momentum-free, unclipped, no warmup)."""
   config = _config(name="sgd", lr=1e-2, b1=0.0, grad_clip=0.0, warmup_steps=0)

@@ -42,7 +42,7 @@ def test_bad_sparsity_setting_is_one_clear_error(key, value, message):
 
 def test_n_greater_than_m_is_one_clear_error():
   config = run_config.parse(mlp_fashion_sparse.get_config("method=srste,n=4,m=2,runlocal"))
-  with pytest.raises(StructureError, match=r"n=4, m=2: need integers 1 <= n <= m"):
+  with pytest.raises(StructureError, match=r"nm_sparse n=4 must be an integer in \[1, m=2\]"):
     train.build(config)
 
 
