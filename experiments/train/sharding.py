@@ -62,9 +62,7 @@ def batch_sharding(mesh) -> NamedSharding:
 
 def check_batch(mesh, batch_size: int, microbatches: int = 1, what: str = "batch_size") -> None:
   """Every device gets the same number of rows of every microbatch."""
-  shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if microbatches < 1:
-    raise ConfigError(f"microbatches={microbatches} must be a positive integer")
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]   # microbatches >= 1: experiments/config.RANGES
   if batch_size % (shards * microbatches):
     raise ConfigError(
         f"{what}={batch_size} is not divisible by the data-parallel size {shards} (mesh data x "
@@ -73,7 +71,7 @@ def check_batch(mesh, batch_size: int, microbatches: int = 1, what: str = "batch
 
 def shard_batch(batch: dict, mesh) -> dict:
   """This host's rows of the global batch (each task gives a host only its own rows, see
-  experiments/data.py) as global arrays split over the batch axes."""
+  experiments/tasks/rows.py) as global arrays split over the batch axes."""
   sharding = batch_sharding(mesh)
   count = jax.process_count()
 
