@@ -57,6 +57,9 @@ METHODS = {
                      "(each resample's own envelope)",
 }
 DEFAULT_METHOD = "joint-residual"
+# What a joint method falls back to when the L(N, D) fit has no frontier (an exponent <= 0).
+ENVELOPE_FALLBACK = {"joint-residual": "envelope-residual", "joint-runs": "envelope-runs",
+                     "joint-points": "envelope-runs"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,7 @@ class FamilyFit:
   draws: fits.PowerLaw   # fields are [n] arrays
   method: str = DEFAULT_METHOD
   joint: fits.Chinchilla | None = None
+  note: str = ""   # why ``method`` is not the one asked for
 
   def ci(self, name: str, level: float = 0.95) -> tuple[float, float]:
     return interval(getattr(self.draws, name), level)
@@ -117,14 +121,22 @@ def fit_family(df: pd.DataFrame, n: int = 200, seed: int = 0, x: str = "flops",
     raise AnalysisError(f"family '{family}' has {df['run'].nunique()} run(s); a scaling fit needs "
                         "runs at >= 2 sizes")
   front = frontier.envelope(df, x, y)
+  note, joint = "", None
   try:
     if method.startswith("joint"):
-      fit, draws, joint = _joint(df, n, seed, x, y, method)
+      joint = _joint_fit(df, x, y)
+      if not (joint.alpha > 0 and joint.beta > 0):
+        note = (f"the joint L(N, D) fit has exponents a = {float(joint.alpha):.3g}, b = "
+                f"{float(joint.beta):.3g}: with {df['run'].nunique()} sizes it does not pin a "
+                f"falling N term, so it has no frontier; fitted by {ENVELOPE_FALLBACK[method]}")
+        method, joint = ENVELOPE_FALLBACK[method], None
+    if joint is not None:
+      fit, draws = _joint_draws(df, joint, n, seed, x, y, method)
     else:
-      fit, draws, joint = (*_envelope(df, front, n, seed, x, y, method), None)
+      fit, draws = _envelope(df, front, n, seed, x, y, method)
   except AnalysisError as e:
     raise AnalysisError(f"family '{family}': {e} (its frontier has {len(front)} points)") from e
-  return FamilyFit(family, df["run"].nunique(), front, fit, draws, method, joint)
+  return FamilyFit(family, df["run"].nunique(), front, fit, draws, method, joint, note)
 
 
 def _envelope(df, front, n, seed, x, y, method):
@@ -137,12 +149,20 @@ def _envelope(df, front, n, seed, x, y, method):
   return fit, fits.fit_power_law(df[x], df[y], weights_BxN=weights_BxN, warm=fit)
 
 
-def _joint(df, n, seed, x, y, method):
+def _joint_data(df, x, y):
+  """(N, D, loss) per evaluation: C = 6 N D with N = FLOPs per datum / 6."""
   data = df[data_column(df)].to_numpy(float)
-  per_token = df[x].to_numpy(float) / (6 * data)   # C = 6 N D with N = FLOPs per datum / 6
-  loss = df[y].to_numpy(float)
+  return df[x].to_numpy(float) / (6 * data), data, df[y].to_numpy(float)
+
+
+def _joint_fit(df, x, y) -> fits.Chinchilla:
+  per_token, data, loss = _joint_data(df, x, y)
   grid = fits.chinchilla_grid(np.log(per_token), np.log(data), np.log(loss))
-  joint = fits.fit_chinchilla(per_token, data, loss, grid_SxP=grid)
+  return fits.fit_chinchilla(per_token, data, loss, grid_SxP=grid)
+
+
+def _joint_draws(df, joint, n, seed, x, y, method):
+  per_token, data, loss = _joint_data(df, x, y)
   if method == "joint-residual":
     resampled = _residual_draws(joint.loss(per_token, data), loss, n, seed)
     draws = fits.fit_chinchilla(per_token, data, loss, warm=joint, resampled_BxN=resampled)
@@ -151,7 +171,7 @@ def _joint(df, n, seed, x, y, method):
     weights = run_counts(groups, n, seed) if groups is not None else point_counts(df["run"], n, seed)
     draws = fits.fit_chinchilla(per_token, data, loss, weights_BxN=weights, warm=joint)
   with np.errstate(all="ignore"):   # a draw with a degenerate term gives a nan frontier
-    return joint.frontier(), draws.frontier(), joint
+    return joint.frontier(), draws.frontier()
 
 
 def point_counts(runs_N, n: int, seed: int = 0) -> np.ndarray:

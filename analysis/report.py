@@ -19,7 +19,8 @@ def summary(results: dict[str, bootstrap.FamilyFit], comparisons: dict[str, dict
   """Per family: runs, alpha and E with 95% CIs, best loss, multiplier vs ``reference``
   (``skipped``: family -> why no multiplier could be measured); then every run left out or
   used in part, and every interval withheld, with the reason."""
-  method = next(iter(results.values())).method if results else bootstrap.DEFAULT_METHOD
+  methods = [r.method for r in results.values() if not r.note] or [r.method for r in results.values()]
+  method = methods[0] if methods else bootstrap.DEFAULT_METHOD
   lines = ["# Scaling-law summary", "",
            f"Per family, the compute frontier L(C) = E + A C^-alpha: {bootstrap.METHODS[method]} "
            f"(method `{method}`, {n_boot} resamples, 95% percentile CIs). Fits minimise the summed "
@@ -51,6 +52,9 @@ def summary(results: dict[str, bootstrap.FamilyFit], comparisons: dict[str, dict
             "two frontiers (log-log interpolation), and from the fitted laws with its interval."]
   if notes:
     lines += ["", "Multiplier notes:", ""] + notes
+  fallbacks = [f"- {family}: {r.note}." for family, r in sorted(results.items()) if r.note]
+  if fallbacks:
+    lines += ["", "Fitted another way:", ""] + fallbacks
   withheld = [f"- {family}: {'; '.join(w)}." for family, w in sorted(warnings.items()) if w]
   if withheld:
     lines += ["", "Intervals withheld (they would mislead):", ""] + withheld

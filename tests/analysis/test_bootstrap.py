@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from analysis import bootstrap, fits, runs
-from conftest import write_sweep
+from conftest import write_run, write_sweep
 
 
 def _noisy(df, sigma, seed=0):
@@ -81,3 +81,19 @@ def test_headline_is_the_fitted_multiplier_at_the_best_shared_loss_when_finite(t
   h = bootstrap.compare(dense, btt)["headline"]
   assert h["loss"] == bootstrap.overlap(dense, btt)[0] and h["k"] == pytest.approx(4.0, rel=1e-4)
   assert h["note"] == ""
+
+
+def test_joint_fit_without_a_falling_n_term_falls_back_to_the_envelope(tmp_path):
+  # two sizes where the larger model is worse at every data amount: the joint L(N, D) fit can
+  # only explain that with a rising N term (exponent <= 0), which has no compute frontier
+  tokens = np.array([1e6, 2e6, 4e6, 8e6])
+  for width, worse in ((8, 1.0), (16, 1.15)):
+    flops = 6 * 1e5 * width * tokens
+    write_run(tmp_path, f"dense{width}", "dense", width,
+              list(zip(flops, worse * (2.0 + 40 * tokens**-0.3), tokens)))
+  df = runs.load([str(tmp_path)])
+  joint = bootstrap.fit_family(df, n=10)
+  assert joint.method == "envelope-residual" and "does not pin a falling N term" in joint.note
+  envelope = bootstrap.fit_family(df, n=10, method="envelope-residual")
+  assert float(joint.fit.alpha) == pytest.approx(float(envelope.fit.alpha))
+  assert np.isfinite(joint.fit.compute_to_reach(joint.front["eval_loss"].min()))
