@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	@echo "wrote demo_out/scaling.png and demo_out/summary.md"
 
 test: $(VENV)/.installed data
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --durations=20 tests
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -93,8 +93,8 @@ def _log_sum_exp(terms, dterms):
   top = np.max(terms, axis=0)
   w = [np.exp(t - top) for t in terms]
   total = sum(w)
-  jac = np.stack([sum(wk * dk[j] for wk, dk in zip(w, dterms)) / total
-                  for j in range(len(dterms[0]))], -1)
+  d_KxNxP = [np.stack(np.broadcast_arrays(*dk), -1) for dk in dterms]   # constant in theta
+  jac = sum((wk / total)[..., None] * dk for wk, dk in zip(w, d_KxNxP))
   return top + np.log(total), jac
 
 
@@ -124,7 +124,8 @@ def power_law_grid(log_c_N, log_l_N) -> np.ndarray:
   es = np.log(np.exp(log_l_N.min()) * np.array([0.05, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]))
   alphas = np.array([0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0])
   excess = np.log(np.exp(np.median(log_l_N)) * np.array([0.01, 0.1, 0.5, 1.0]))
-  return np.array([(e, x + alpha * np.median(log_c_N), alpha)
+  mid_c = np.median(log_c_N)
+  return np.array([(e, x + alpha * mid_c, alpha)
                    for e, alpha, x in itertools.product(es, alphas, excess)])
 
 
@@ -136,7 +137,8 @@ def chinchilla_grid(log_n_N, log_d_N, log_l_N) -> np.ndarray:
   es = np.log(least * np.array([0.1, 0.5, 0.8, 0.9, 0.97]))
   exps = np.array([0.1, 0.25, 0.5, 0.8, 1.5])
   excess = np.log(typical * np.array([0.05, 0.3, 1.0]))
-  return np.array([(x + alpha * np.median(log_n_N), z + beta * np.median(log_d_N), e, alpha, beta)
+  mid_n, mid_d = np.median(log_n_N), np.median(log_d_N)
+  return np.array([(x + alpha * mid_n, z + beta * mid_d, e, alpha, beta)
                    for e, alpha, beta, x, z in itertools.product(es, exps, exps, excess, excess)])
 
 

@@ -18,7 +18,8 @@ from analysis.bootstrap import FamilyFit
 
 def _finish(fig, ax, path):
   ax.legend(fontsize=8)
-  fig.tight_layout()
+  # fixed margins: tight_layout took a third of the CLI's plotting time
+  fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.92)
   if path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
