@@ -158,7 +158,7 @@ def test_fsdp_cluster_preempted_on_one_host_stops_at_one_step_and_resumes_exactl
   """MLP with FSDP across both hosts. A straight run matches one process; a second one,
   SIGTERMed on host 1 only, saves one step on both hosts, exits 143, and resumes bit for bit
   (on 2 processes) or to within float rounding (on 1 process, from the same checkpoint)."""
-  steps, args = 100, ["--config.steps=100", "--config.checkpoint_every=25", "--config.mesh.data=1",
+  steps, args = 40, ["--config.steps=40", "--config.checkpoint_every=10", "--config.mesh.data=1",
                       "--config.mesh.fsdp=-1"]
   straight, preempted = tmp_path / "straight", tmp_path / "preempted"
   straight_procs = _launch(straight, MLP, *args)
@@ -182,7 +182,7 @@ def test_fsdp_cluster_preempted_on_one_host_stops_at_one_step_and_resumes_exactl
   assert "resuming from the checkpoint at step" in open(f"{preempted}.console_0").read()
 
   assert _wait(straight_procs, straight) == [0] * PROCESSES, _consoles(straight)
-  config = _check_against_one_process(straight, MLP, dict(data=1, fsdp=-1), steps, [75, 100])
+  config = _check_against_one_process(straight, MLP, dict(data=1, fsdp=-1), steps, [30, 40])
   step_a, params_a = _restored(config, straight)
   step_b, params_b = _restored(config, preempted)
   assert step_a == step_b == steps
