@@ -83,7 +83,7 @@ def test_slurm_print_commands_shows_the_sbatch_settings(tmp_path, capsys):
               "--print-commands", "--partition", "gpu", "--time", "30", "--gpus", "8",
               "--nodes", "2", "--cpus", "16"])
   lines = capsys.readouterr().out.strip().splitlines()
-  assert len(lines) == 4
+  assert len(lines) == 2   # one sbatch line per run
   assert lines[0].startswith("sbatch --job-name=")
   for flag in ("--partition=gpu", "--time=30", "--gpus-per-node=8", "--nodes=2",
                "--ntasks-per-node=1", "--cpus-per-task=16"):
