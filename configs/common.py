@@ -21,12 +21,14 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 def run(steps: int, batch_size: int, log_every: int, eval_every: int,
         checkpoint_every: int) -> ml_collections.ConfigDict:
-  """The top level every config shares: seed, duration, logging and checkpoint cadence, and
-  ``microbatches`` (gradient accumulation: the global batch in that many scanned pieces)."""
+  """The top level every config shares: seed, duration, logging and checkpoint cadence,
+  ``microbatches`` (gradient accumulation: the global batch in that many scanned pieces) and
+  ``profile_steps`` ('' = off, or 'FIRST-LAST', e.g. '10-15': a jax.profiler trace of those
+  steps into <workdir>/profile)."""
   return ml_collections.ConfigDict(dict(
       seed=0, steps=steps, batch_size=batch_size, microbatches=1, log_every=log_every,
       eval_every=eval_every, checkpoint_every=checkpoint_every, max_to_keep=2,
-      sparsity=sparsity()))
+      profile_steps="", sparsity=sparsity()))
 
 
 def optim(lr: float = 3e-3, **overrides) -> ml_collections.ConfigDict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from typing import Any, Mapping
 
@@ -44,6 +45,7 @@ class RunConfig:
   eval_every: int
   checkpoint_every: int
   max_to_keep: int
+  profile_steps: tuple[int, int] | None   # (first, last) step traced by jax.profiler, or None
   model: ModelConfig
   data: Any
   optim: OptimConfig
@@ -101,6 +103,17 @@ def _check_range(value, key: str):
     raise ConfigError(f"config key '{key}'={value!r} is out of range; allowed: "
                       f"{allowed or 'a finite number'}")
   return value
+
+
+def _profile_steps(value, steps: int) -> tuple[int, int] | None:
+  """``profile_steps``: '' (off) or 'FIRST-LAST' with 1 <= FIRST <= LAST <= steps."""
+  if value == "":
+    return None
+  match = re.fullmatch(r"(\d+)-(\d+)", value) if isinstance(value, str) else None
+  if not (match and 1 <= int(match[1]) <= int(match[2]) <= steps):
+    raise ConfigError(f"config key 'profile_steps'={value!r} is invalid; valid: '' (off) or "
+                      f"'FIRST-LAST' with 1 <= FIRST <= LAST <= steps ({steps}), e.g. '10-15'")
+  return int(match[1]), int(match[2])
 
 
 def _fields(cls, mapping: Mapping, where: str, skip=()) -> dict[str, Any]:
@@ -172,6 +185,7 @@ def parse(config: Mapping) -> RunConfig:
   sections = {"model", "data", "optim", "mup", "mesh", "wandb", "sparsity"}
   top = _fields(RunConfig, {k: v for k, v in config.items() if k not in sections}, "",
                 skip=sections | {"source"})
+  top["profile_steps"] = _profile_steps(config["profile_steps"], top["steps"])
   for name in sections:
     if name not in config:
       raise ConfigError(f"config section '{name}' is missing")

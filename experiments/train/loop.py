@@ -11,13 +11,16 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments import sparsity
 from experiments.config import RunConfig
 from experiments.errors import NonFiniteError
 from experiments.sparsity import accounting
 from experiments.tasks import build as tasks
-from experiments.train import checkpoint, optim, preemption, prefetch, sharding, step as steps, writers
+from experiments.train import (checkpoint, optim, preemption, prefetch, profiling, sharding,
+                               step as steps, writers)
+from experiments.train.guard import Guard
 from models import factory
 from structured import masked, mup
 
@@ -61,20 +64,16 @@ def evaluate(model, task, mesh) -> dict[str, float]:
   return metrics
 
 
-def _first_bad(finite_tree) -> str | None:
-  for path, ok in jax.tree_util.tree_flatten_with_path(jax.device_get(finite_tree))[0]:
-    if not bool(ok):
-      return "/".join(map(str, optim.path_key(path)))
-  return None
-
-
 def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
   """Trains to ``config.steps``, resuming from the newest readable checkpoint in ``workdir``.
 
   Saves every ``checkpoint_every`` steps and when SIGTERM arrives (then returns early with
-  ``{"preempted": True}``). A non-finite loss or gradient writes a last metrics line holding
-  ``"error"`` and raises NonFiniteError without saving, so the last good checkpoint stays the
-  newest. Returns the last metrics record.
+  ``{"preempted": True}``). Steps are dispatched ahead: only steps that log, evaluate, save, stop
+  or end read from the device, and each of those first reads the on-device non-finite guard
+  (experiments/train/guard.py). A non-finite loss or gradient at any step writes a last metrics
+  line holding ``"error"`` that names the first such step and tensor, and raises
+  NonFiniteError without saving, so the last good checkpoint stays the newest. The steps in
+  ``config.profile_steps`` are traced into ``workdir/profile``. Returns the last metrics record.
   """
   writers.check_workdir(workdir)
   run = build(config)
@@ -93,27 +92,44 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
                                  for lp in plan.layers),
       model.flops_per_example(), task.tokens_per_example, config.batch_size)
   writer = writers.MetricWriter(workdir, config.source, config.wandb, config.steps, start_step=start)
+  guard = jax.device_put(Guard.start(nnx.state(model, nnx.Param)), NamedSharding(mesh, P()))
 
   def train_batch(step):
     return sharding.shard_batch(task.train_batch(step), mesh)
 
+  def stop_if_non_finite(guard, step):
+    bad = guard.first_bad()   # the one device sync of a step that needs the host
+    if bad is None:
+      return
+    bad_step, bad_loss, bad_grad = bad
+    message = (f"non-finite {'gradient' if bad_grad else 'loss'} at step {bad_step} (loss "
+               f"{bad_loss}, first non-finite gradient: {bad_grad or 'none'}; seen at step "
+               f"{step}); stopped without saving, the newest checkpoint (step {_saved(ckpt)}) "
+               f"is intact")
+    writer.write({"step": bad_step, "examples": bad_step * config.batch_size, "error": message})
+    writer.close()
+    raise NonFiniteError(message)
+
   batches = prefetch.prefetch(train_batch, range(start + 1, config.steps + 1))
   record = {}
   t0 = time.time()
-  with preemption.Notice() as notice, contextlib.closing(batches):
+  with (preemption.Notice() as notice, contextlib.closing(batches),
+        profiling.StepTrace(config.profile_steps, workdir) as trace):
     for step, batch in batches:
-      loss, finite = steps.train_step(model, optimizer, batch, task.loss, config.microbatches, plan)
-      bad_grad = _first_bad(finite)
-      if bad_grad or not np.isfinite(float(loss)):
-        message = (f"non-finite {'gradient' if bad_grad else 'loss'} at step {step} (loss "
-                   f"{float(loss)}, first non-finite gradient: {bad_grad or 'none'}); stopped "
-                   f"without saving, the newest checkpoint (step {_saved(ckpt)}) is intact")
-        writer.write({"step": step, "examples": step * config.batch_size, "error": message})
-        writer.close()
-        raise NonFiniteError(message)
+      trace.before(step)
+      loss, guard = steps.guarded_train_step(model, optimizer, batch, guard, task.loss,
+                                             config.microbatches, plan)
+      trace.after(step, (loss, guard))
       examples = step * config.batch_size
       last = step == config.steps
-      if step % config.log_every == 0 or step % config.eval_every == 0 or last:
+      evaluates = step % config.eval_every == 0 or last
+      logs = step % config.log_every == 0 or evaluates
+      preempted = notice(step)
+      saves = ckpt and (step % config.checkpoint_every == 0 or last or preempted)
+      if not (logs or saves or preempted):
+        continue   # dispatch the next step without waiting for this one
+      stop_if_non_finite(guard, step)
+      if logs:
         record = {"step": step, "examples": examples, "tokens": examples * task.tokens_per_example,
                   "flops": examples * flops_per_example,
                   "train_loss": float(loss), "params": params["total"],
@@ -121,14 +137,13 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
                   "time": time.time() - t0}
         if costs:
           record.update(costs.record(step))
-        if step % config.eval_every == 0 or last:
+        if evaluates:
           record.update(evaluate(model, task, mesh))
         if last:
           record["final"] = True
         writer.write(record)
         writer.progress(step, record["train_loss"], examples, record["flops"])
-      preempted = notice(step)
-      if ckpt and (step % config.checkpoint_every == 0 or last or preempted):
+      if saves:
         ckpt.save(step, model, optimizer, {"examples": examples})
       if preempted and not last:
         print(f"SIGTERM: saved the checkpoint at step {step}, stopping", flush=True)

@@ -6,6 +6,7 @@ import optax
 from flax import nnx
 
 from experiments import sparsity
+from experiments.train.guard import Guard
 
 
 def mse(pred, y):
@@ -28,17 +29,36 @@ def loss_fn(model, batch, loss_name: str):
   return LOSSES[loss_name](model(batch["x"]), batch["y"])
 
 
-@nnx.jit(static_argnames=("loss_name", "microbatches", "sparsity_plan"))
+_STATIC = ("loss_name", "microbatches", "sparsity_plan")
+
+
+@nnx.jit(static_argnames=_STATIC)
 def train_step(model, optimizer, batch, loss_name: str, microbatches: int = 1, sparsity_plan=None):
   """One optimizer step on the whole batch, its gradient accumulated over ``microbatches``
   pieces when > 1, with the sparsity plan's mask updates (if any); returns the loss and, per
   gradient tensor, whether it is all finite."""
+  loss, grads = _update(model, optimizer, batch, loss_name, microbatches, sparsity_plan)
+  return loss, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+
+
+@nnx.jit(static_argnames=_STATIC)
+def guarded_train_step(model, optimizer, batch, guard: Guard, loss_name: str, microbatches: int = 1,
+                       sparsity_plan=None):
+  """``train_step`` that folds its loss and gradients into the on-device ``guard`` instead of
+  returning finite flags, so nothing needs the host; returns the loss and the new guard."""
+  step = optimizer.step[...].astype(jnp.int32) + 1   # the step being taken, 1-based
+  loss, grads = _update(model, optimizer, batch, loss_name, microbatches, sparsity_plan)
+  return loss, guard.update(step, loss, grads)
+
+
+def _update(model, optimizer, batch, loss_name: str, microbatches: int, sparsity_plan):
+  """The step's loss and gradients, the optimizer (and masks) updated in place."""
   if microbatches == 1:
     loss, grads = nnx.value_and_grad(loss_fn)(model, batch, loss_name)
   else:
     loss, grads = _accumulated_value_and_grad(model, batch, loss_name, microbatches)
   sparsity.update(model, optimizer, grads, sparsity_plan)
-  return loss, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+  return loss, grads
 
 
 def _accumulated_value_and_grad(model, batch, loss_name: str, microbatches: int):
