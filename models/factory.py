@@ -3,8 +3,9 @@
 ``ModelConfig`` is the typed model section (built by experiments/config.py from the ConfigDict):
 ``structure`` (the family of the structured layer types) and ``layers`` (which layer types it
 applies to), ``overrides`` (per layer type, a structure that wins over both), ``dropout``
-(residual-branch and embedding dropout, 0 = off), ``dtype`` (compute dtype; params stay float32)
-and each model's own fields. Every width/depth rule comes from the run's ``MuP``.
+(residual-branch and embedding dropout, 0 = off), ``dtype`` (compute dtype; params stay float32),
+``scan_layers`` (the blocks run as one ``jax.lax.scan``: compile time stops growing with depth;
+the parameters keep one entry per block) and each model's own fields. Every width/depth rule comes from the run's ``MuP``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ModelConfig:
   use_bias: bool
   dropout: float
   dtype: str
+  scan_layers: bool
   heads: int = 0
   qk_norm: bool = False
   tie_embeddings: bool = False
@@ -90,7 +92,7 @@ def build(cfg: ModelConfig, spec: dict, rngs: nnx.Rngs, mup: MuP) -> nnx.Module:
   image_shape/d_out for vit), initialised and scaled by ``mup``."""
   linear = linear_factory(cfg, rngs, mup)
   common = dict(dtype=DTYPES[cfg.dtype], dropout=float(cfg.dropout),
-                branch_scale=mup.branch_scale(cfg.depth), rngs=rngs)
+                branch_scale=mup.branch_scale(cfg.depth), scan_layers=cfg.scan_layers, rngs=rngs)
   if cfg.name == "mlp":
     return mlp.MLP(spec["d_in"], spec["d_out"], cfg.width, cfg.depth, linear,
                    expansion=cfg.expansion, **common)

@@ -2,7 +2,8 @@
 
 Options: QK-LayerNorm, weight tying (head = embedding^T), biases, nanoGPT-style dropout
 (embedding and every residual branch output), a compute dtype (params stay float32, logits
-come back float32) and a depth-muP ``branch_scale``. Attention logits are scaled by
+come back float32), a depth-muP ``branch_scale`` and ``scan_layers`` (the blocks run as one
+scanned block, ``models.layers.run_blocks``). Attention logits are scaled by
 ``logit_scale`` (muP: 1/d_head; standard: 1/sqrt(d_head)). Every projection comes from the
 linear factory, so attention, FFN and head can each be structured.
 """
@@ -20,8 +21,10 @@ class GPT2(nnx.Module):
   def __init__(self, vocab: int, seq_len: int, width: int, depth: int, heads: int,
                linear: LinearFactory, *, expansion: int = 4, qk_norm: bool = True,
                tie_embeddings: bool = False, logit_scale: float, rngs: nnx.Rngs,
-               branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32):
+               branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32,
+               scan_layers: bool = False):
     self.seq_len, self.tie_embeddings, self.dtype = seq_len, tie_embeddings, dtype
+    self.scan_layers = scan_layers
     init = nnx.initializers.normal(1.0)
     self.wte = nnx.Embed(vocab, width, embedding_init=init, rngs=rngs)
     self.wpe = nnx.Embed(seq_len, width, embedding_init=init, rngs=rngs)
@@ -35,7 +38,7 @@ class GPT2(nnx.Module):
   def __call__(self, tokens_BxL):
     h = self.wte(tokens_BxL) + self.wpe(jnp.arange(tokens_BxL.shape[1]))[None]
     h = self.drop(h.astype(self.dtype))
-    h = self.norm(run_blocks(self.attn, self.ffn, h))
+    h = self.norm(run_blocks(list(zip(self.attn, self.ffn)), h, self.scan_layers))
     if self.head is None:
       return jnp.einsum("bld,vd->blv", h, self.wte.embedding[...].astype(h.dtype),
                         preferred_element_type=jnp.float32)

@@ -6,7 +6,7 @@ the learning rate inside it). The residual stream runs in the model's compute
 dtype; norms and structured layers compute in it (params stay float32).
 """
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -124,9 +124,37 @@ def transformer_blocks(width: int, depth: int, heads: int, expansion: int, linea
   return attn, ffn, drop_rngs
 
 
-def run_blocks(attn: nnx.List, ffn: nnx.List, h):
-  for a, f in zip(attn, ffn):
-    h = f(a(h))
+def run_blocks(blocks: Sequence[tuple[nnx.Module, ...]], h, scan: bool):
+  """``h`` through every block in order, each block a tuple of modules applied in turn.
+
+  ``scan``: one ``jax.lax.scan`` over the blocks' states stacked along a new leading axis, so
+  the step compiles one block whatever the depth, while the model keeps one entry per block
+  (checkpoints, optimizer paths, shardings and masks do not change). The stack is built inside
+  the step (a copy of the block parameters; its gradient is the per-block slice). Each block's
+  dropout stream advances as it does unrolled (the new counts come out of the scan). Under
+  ``nnx.capture`` (coordinate checks) the blocks run unrolled, so each layer sows its own output.
+  """
+  if not scan or len(blocks) < 2 or hasattr(blocks[0][0], "__captures__"):
+    for block in blocks:
+      for module in block:
+        h = module(h)
+    return h
+  graphdef, _ = nnx.split(blocks[0])
+  split = [nnx.split(block) for block in blocks]
+  if any(g != graphdef for g, _ in split):
+    raise ValueError("model.scan_layers needs blocks of one structure; these differ "
+                     "(set model.scan_layers=False)")
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(state for _, state in split))
+
+  def body(h, state):
+    block = nnx.merge(graphdef, state)
+    for module in block:
+      h = module(h)
+    return h, nnx.state(block, nnx.RngState)
+
+  h, rng_states = jax.lax.scan(body, h, stacked)
+  for i, block in enumerate(blocks):
+    nnx.update(block, jax.tree.map(lambda x: x[i], rng_states))
   return h
 
 

@@ -3,13 +3,14 @@
 x -> input projection (d_in -> width) -> depth x [h + W2 gelu(W1 LN(h))] (width -> 4 width ->
 width) -> LN -> readout (width -> d_out). Every linear comes from ``linear(layer_type, role,
 d_in, d_out)`` so the config decides which ones are structured. Blocks take the depth-muP
-``branch_scale`` and optional dropout; ``dtype`` is the compute dtype (outputs float32).
+``branch_scale`` and optional dropout; ``dtype`` is the compute dtype (outputs float32);
+``scan_layers`` runs the blocks as one scanned block (``models.layers.run_blocks``).
 """
 
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import FeedForward, LinearFactory, dropout_rngs, split_params
+from models.layers import FeedForward, LinearFactory, dropout_rngs, run_blocks, split_params
 
 LAYER_TYPES = ("input", "ffn", "readout")
 
@@ -17,8 +18,8 @@ LAYER_TYPES = ("input", "ffn", "readout")
 class MLP(nnx.Module):
   def __init__(self, d_in: int, d_out: int, width: int, depth: int, linear: LinearFactory, *,
                expansion: int = 4, rngs: nnx.Rngs, branch_scale: float = 1.0,
-               dropout: float = 0.0, dtype=jnp.float32):
-    self.dtype = dtype
+               dropout: float = 0.0, dtype=jnp.float32, scan_layers: bool = False):
+    self.dtype, self.scan_layers = dtype, scan_layers
     self.embed = linear("input", "input", d_in, width)
     drop_rngs = dropout_rngs(rngs) if dropout else None
     self.blocks = nnx.List([
@@ -29,8 +30,7 @@ class MLP(nnx.Module):
 
   def __call__(self, x_BxI):
     h = self.embed(x_BxI.reshape(x_BxI.shape[0], -1).astype(self.dtype))
-    for block in self.blocks:
-      h = block(h)
+    h = run_blocks([(block,) for block in self.blocks], h, self.scan_layers)
     return self.readout(self.norm(h)).astype(jnp.float32)
 
   def flops_per_example(self) -> int:

@@ -3,7 +3,8 @@
 x [B, H, W, C] (or flattened [B, H*W*C]) -> non-overlapping patch x patch patches, each
 flattened to patch*patch*C and projected by the factory's 'patch' linear -> (+ a class token)
 + learned positions -> depth x [Attention (not causal), FeedForward] -> LN -> pool (the class
-token, or the mean over patches) -> 'head' linear -> logits (float32).
+token, or the mean over patches) -> 'head' linear -> logits (float32). ``scan_layers`` runs the
+blocks as one scanned block (``models.layers.run_blocks``).
 
 The class token and positions are the "embedding" parameters (lookups, no FLOPs); the patch
 embedding is a matmul that can be structured, so it counts as non-embedding, like any layer.
@@ -25,7 +26,8 @@ class ViT(nnx.Module):
   def __init__(self, image_shape: tuple[int, int, int], classes: int, width: int, depth: int,
                heads: int, linear: LinearFactory, *, patch: int, pool: str = "cls",
                expansion: int = 4, qk_norm: bool = True, logit_scale: float, rngs: nnx.Rngs,
-               branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32):
+               branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32,
+               scan_layers: bool = False):
     height, wide, channels = image_shape
     if height % patch or wide % patch:
       valid = [p for p in range(1, min(height, wide) + 1) if not height % p and not wide % p]
@@ -34,6 +36,7 @@ class ViT(nnx.Module):
     if pool not in POOLS:
       raise StructureError(f"model.pool='{pool}' is unknown; valid: {list(POOLS)}")
     self.image_shape, self.patch, self.pool, self.dtype = tuple(image_shape), patch, pool, dtype
+    self.scan_layers = scan_layers
     self.num_patches = (height // patch) * (wide // patch)
     self.seq_len = self.num_patches + (pool == "cls")
     self.embed = linear("patch", "input", patch * patch * channels, width)
@@ -60,7 +63,7 @@ class ViT(nnx.Module):
       cls_Bx1xD = jnp.broadcast_to(self.cls[...].astype(self.dtype), (b, 1, d))
       h_BxNxD = jnp.concatenate([cls_Bx1xD, h_BxNxD], axis=1)
     h = self.drop(h_BxNxD + self.pos[...].astype(self.dtype))
-    h = self.norm(run_blocks(self.attn, self.ffn, h))
+    h = self.norm(run_blocks(list(zip(self.attn, self.ffn)), h, self.scan_layers))
     pooled_BxD = h[:, 0] if self.pool == "cls" else jnp.mean(h, axis=1)
     return self.head(pooled_BxD).astype(jnp.float32)
 

@@ -1,0 +1,86 @@
+"""Compile time of the GPT-2 train step against depth: does ``model.scan_layers`` stop it growing?
+
+  PYTHONPATH=. python benchmarks/compile_time.py [--depths 2,12] [--repeats 3]
+                                                 [--out benchmarks/results/compile_time_cpu]
+
+Each row builds configs/gpt2_owt.py (dense) at the benchmark's CPU size (d_model 256, 4 heads,
+context 256, batch 8, float32; the vocabulary stays 50304) with the blocks unrolled or scanned,
+and times ``train_step.lower(...).compile()`` (trace + lower + XLA compile of the full step:
+forward, backward, AdamW update) ``repeats`` times, each from a cleared cache. Reports the median
+(min, max) seconds and the machine load (``uptime``). Writes ``OUT.md`` and ``OUT.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import time
+
+import jax
+from flax import nnx
+
+from benchmarks.train_step import _config, _spec_and_batch
+from experiments import config
+from experiments.train import optim, step as steps
+from models import factory
+
+import numpy as np
+import jax.numpy as jnp
+
+
+def compile_seconds(depth: int, scan: bool, repeats: int) -> list[float]:
+  """Seconds of lower + compile of the train step, ``repeats`` times from a cleared cache."""
+  cfg = _config("gpt2_owt", f"kind=dense,width=256,depth={depth},heads=4", quick=False)
+  cfg.model.scan_layers = scan
+  cfg = config.parse(cfg)
+  spec, batch = _spec_and_batch(cfg, np.random.default_rng(0))
+  model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
+  base = factory.build_base(cfg.model, spec, cfg.mup)
+  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  batch = jax.tree.map(jnp.asarray, batch)
+  times = []
+  for _ in range(repeats):
+    jax.clear_caches()
+    start = time.perf_counter()
+    steps.train_step.lower(model, optimizer, batch, "lm").compile()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--depths", default="2,12")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--scan", default="0,1", help="which of unrolled (0) / scanned (1) to time")
+  parser.add_argument("--out", default="benchmarks/results/compile_time_cpu")
+  args = parser.parse_args(argv)
+  load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+  rows = []
+  for depth in map(int, args.depths.split(",")):
+    for scan in map(int, args.scan.split(",")):
+      t = compile_seconds(depth, bool(scan), args.repeats)
+      rows.append(dict(depth=depth, scan_layers=bool(scan), median_s=statistics.median(t),
+                       min_s=min(t), max_s=max(t)))
+      print(rows[-1], flush=True)
+  lines = [f"# GPT-2 train-step compile time (lower + compile), {jax.device_count()} "
+           f"{jax.default_backend()} device(s), {os.cpu_count()} cores",
+           "", f"`uptime` at start: {load}", "",
+           "| depth | scan_layers | median s (min, max) |", "|---|---|---|"]
+  lines += [f"| {r['depth']} | {r['scan_layers']} | {r['median_s']:.2f} ({r['min_s']:.2f}, "
+            f"{r['max_s']:.2f}) |" for r in rows]
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out + ".md", "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(args.out + ".csv", "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  main()
