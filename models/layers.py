@@ -128,19 +128,22 @@ def run_blocks(blocks: Sequence[tuple[nnx.Module, ...]], h, scan: bool):
   """``h`` through every block in order, each block a tuple of modules applied in turn.
 
   ``scan``: one ``jax.lax.scan`` over the blocks' states stacked along a new leading axis, so
-  the step compiles one block whatever the depth, while the model keeps one entry per block
-  (checkpoints, optimizer paths, shardings and masks do not change). The stack is built inside
-  the step (a copy of the block parameters; its gradient is the per-block slice). Each block's
-  dropout stream advances as it does unrolled (the new counts come out of the scan). Under
-  ``nnx.capture`` (coordinate checks) the blocks run unrolled, so each layer sows its own output.
+  XLA compiles one block's forward and backward whatever the depth, while the model keeps one
+  entry per block (checkpoints, optimizer paths and multipliers, shardings and sparsity masks do
+  not change; the optimizer update stays one per block). The stack is built inside the step (a
+  copy of the block parameters; its gradient is the per-block slice). Each block's dropout
+  stream advances as it does unrolled (the new counts come out of the scan). A single block,
+  and any call under ``nnx.capture`` (coordinate checks: each layer sows its own output), runs
+  unrolled. On XLA:CPU the scanned step compiles slower than the unrolled one at depth 2 and 12
+  (benchmarks/results/compile_time_cpu.md), so models default to unrolled.
   """
   if not scan or len(blocks) < 2 or hasattr(blocks[0][0], "__captures__"):
     for block in blocks:
       for module in block:
         h = module(h)
     return h
-  graphdef, _ = nnx.split(blocks[0])
   split = [nnx.split(block) for block in blocks]
+  graphdef = split[0][0]
   if any(g != graphdef for g, _ in split):
     raise ValueError("model.scan_layers needs blocks of one structure; these differ "
                      "(set model.scan_layers=False)")

@@ -3,11 +3,16 @@ continues bit for bit.
 
 The fixture is step 20 of ``configs/mlp_synthetic.py:kind=btt,rank=1,runlocal`` with
 ``steps=30, checkpoint_every=10, log_every=1``, written by commit aca1713 (before the change),
-with that run's straight 30-step metrics.
+with that run's straight 30-step metrics. Scanned blocks (``model.scan_layers``) keep the
+per-block layout, so they restore it too; their losses differ from the unrolled run's in the
+last bits (XLA fuses a scanned block differently: about 1e-7 relative over 20 steps).
 """
 
 import os
 import shutil
+
+import numpy as np
+import pytest
 
 import runfiles
 from configs import mlp_synthetic
@@ -17,7 +22,8 @@ from experiments.train import loop
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "checkpoint_v1")
 
 
-def test_old_checkpoint_restores_and_continues_bitwise(tmp_path):
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_old_checkpoint_restores_and_continues_as_the_straight_run(tmp_path, scan_layers):
   shutil.copytree(os.path.join(FIXTURE, "checkpoints"), tmp_path / "checkpoints")
   straight = runfiles.parse_metrics(open(os.path.join(FIXTURE, "metrics_straight.jsonl")).readlines())
   with open(runfiles.metrics_path(str(tmp_path)), "w") as f:
@@ -27,8 +33,9 @@ def test_old_checkpoint_restores_and_continues_bitwise(tmp_path):
   with config.unlocked():
     config.steps, config.checkpoint_every, config.log_every = 30, 10, 1
     config.mesh.data = 1   # the fixture ran on one device (summation order)
+    config.model.scan_layers = scan_layers
   loop.train_and_evaluate(run_config.parse(config), str(tmp_path))
   resumed = runfiles.read_metrics(str(tmp_path))
   assert [r["step"] for r in resumed] == list(range(1, 31))
-  for old, new in zip(straight[20:], resumed[20:]):
-    assert new["train_loss"] == old["train_loss"], new["step"]   # bitwise
+  old, new = ([r["train_loss"] for r in rows[20:]] for rows in (straight, resumed))
+  np.testing.assert_allclose(new, old, rtol=1e-6 if scan_layers else 0)   # unrolled: bitwise
