@@ -202,6 +202,23 @@ def einsum(expr: str, *operands: jax.Array) -> jax.Array:
                     preferred_element_type=jnp.float32)
 
 
+def bmm(t: jax.Array, w_BxKxM: jax.Array, tokens_last: bool = False) -> jax.Array:
+  """Batched matmul with the batch axis leading: ``t[B, N, K] x w[B, K, M] -> [B, N, M]``, or with
+  ``tokens_last`` ``t[B, K, N] -> [B, M, N]``; in ``t``'s dtype with float32 accumulation (``w``
+  cast to it), returned in float32.
+
+  Every backend runs this as one batched GEMM with no relayout of its own. Structured families
+  move their activations into it explicitly, once per stage; an einsum with the batch axis between
+  the token and feature axes lets XLA:CPU transpose the activations before and after every stage,
+  forward and backward (benchmarks/results/train_step_cpu.md).
+  """
+  dtype = t.dtype
+  dims = (((1,), (1,)) if tokens_last else ((2,), (1,)), ((0,), (0,)))
+  operands = (w_BxKxM, t) if tokens_last else (t, w_BxKxM)
+  return jax.lax.dot_general(*(cast_for_dot(o, dtype) for o in operands), dims,
+                             preferred_element_type=jnp.float32)
+
+
 def cast_for_dot(operand: jax.Array, dtype) -> jax.Array:
   """``operand`` in ``dtype``, ready for a dot with float32 accumulation.
 

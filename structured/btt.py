@@ -20,14 +20,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import (Core, StructuredLinear, StructureError, check_int, einsum, factorize,
+from structured.base import (Core, StructuredLinear, StructureError, bmm, check_int, factorize,
                              init_core)
 from structured.low_rank import svd_split
 
 IMPLS = ("xla", "pallas")
 MAX_CORES = 8
-# einsum letters of the input modes m_k, output modes n_k and ranks r_k (r_0 unused); chosen
-# so that c = 2 spells exactly the original 2-core expressions.
+# einsum letters (to_dense) of the input modes m_k, output modes n_k and ranks r_k (r_0 unused)
 _M, _N, _R = "abdefghi", "ncjklmop", " rstuvwx"
 
 
@@ -87,16 +86,39 @@ class BTT(StructuredLinear):
     if self.impl == "pallas":
       from pallas_kernels.btt import api   # optional fast path; falls back off TPU/GPU
       return api.btt(x, self.w0[...], self.w1[...])
-    c, lead = self.n_cores, x.shape[:-1]
-    t = x.reshape(*lead, *self.ms[::-1])
+    # One batch-leading batched matmul per core (base.bmm): before core k the activations are
+    # t[n_<k, m_>k, N, m_k r_k] (tokens_last: t[n_<k, m_>k, m_k r_k, N]), the core's batch axes
+    # leading as in its storage, and one transpose moves n_k into the batch (and m_k+1 next to
+    # the contraction) for core k + 1.
+    c, n_tok, ms, ns, r = self.n_cores, x.shape[0], self.ms, self.ns, self._ranks()
+    tokens_last = self._tokens_last()
+    t = x.T if tokens_last else jnp.moveaxis(x.reshape(n_tok, *ms[::-1]), 0, c - 1)
     for k, w in enumerate(self._weights()):
-      # t[..., m_{c-1}..m_k, r_k, n_<k] -> t[..., m_{c-1}..m_{k+1}, r_{k+1}, n_<=k]
-      src = _M[c - 1:k - 1 if k else None:-1] + _R[k] * (k > 0) + _N[:k]
-      dst = _M[c - 1:k:-1] + _R[k + 1] * (k < c - 1) + _N[:k + 1]
-      if k:
-        t = t.astype(x.dtype)
-      t = einsum(f"...{src},{self._core_letters(k)}->...{dst}", t, w)
-    return t.reshape(*lead, self.d_out)
+      batch, contracted = w.shape[:c - 1], ms[k] * r[k]   # (n_<k, m_>k), (m_k, r_k)
+      shape = (contracted, n_tok) if tokens_last else (n_tok, contracted)
+      t = bmm(t.reshape(math.prod(batch), *shape).astype(x.dtype),
+              w.reshape(math.prod(batch), contracted, r[k + 1] * ns[k]), tokens_last)
+      if k == c - 1:
+        break
+      if tokens_last:   # [n_<k, m_>k, r_k+1, n_k, N] -> [n_<=k, m_>k, r_k+1, N]: rows of N move
+        t = jnp.moveaxis(t.reshape(*batch, r[k + 1], ns[k], n_tok), c, k)
+      else:             # [n_<k, m_>k, N, r_k+1, n_k] -> [n_<=k, m_>k+1, N, m_k+1, r_k+1]
+        t = t.reshape(*batch, n_tok, r[k + 1], ns[k])
+        t = t.transpose(*range(k), c + 1, *range(k, c - 2), c - 1, c - 2, c)
+    if tokens_last:     # [n_<c-1, n_c-1, N] -> [N, d_out]
+      return t.reshape(self.d_out, n_tok).T
+    return jnp.swapaxes(t, 0, 1).reshape(n_tok, self.d_out)   # [n_<c-1, N, n_c-1] -> [N, d_out]
+
+  def _tokens_last(self) -> bool:
+    """Which bmm layout moves fewer bytes through full transposes (those that reorder every
+    element, not rows of contiguous features). Tokens in the middle: each intermediate between
+    two cores is fully transposed; tokens last: x and y are (x.T, y.T) and the intermediates only
+    move whole token rows. So tokens last wins once the intermediates outweigh x and y, i.e. at
+    rank > 1 (rank 1, c = 2: one intermediate of d_in n_0 / m_0 values per token)."""
+    r, c = self._ranks(), self.n_cores
+    between = sum(r[k + 1] * math.prod(self.ns[:k + 1]) * math.prod(self.ms[k + 1:])
+                  for k in range(c - 1))
+    return between > self.d_in + self.d_out
 
   def to_dense(self):
     c = self.n_cores
