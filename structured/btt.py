@@ -110,15 +110,18 @@ class BTT(StructuredLinear):
     return jnp.swapaxes(t, 0, 1).reshape(n_tok, self.d_out)   # [n_<c-1, N, n_c-1] -> [N, d_out]
 
   def _tokens_last(self) -> bool:
-    """Which bmm layout moves fewer bytes through full transposes (those that reorder every
-    element, not rows of contiguous features). Tokens in the middle: each intermediate between
-    two cores is fully transposed; tokens last: x and y are (x.T, y.T) and the intermediates only
-    move whole token rows. So tokens last wins once the intermediates outweigh x and y, i.e. at
-    rank > 1 (rank 1, c = 2: one intermediate of d_in n_0 / m_0 values per token)."""
+    """Which layout moves fewer bytes through full transposes (those that reorder every element,
+    not whole rows of contiguous values). Tokens in the middle: every intermediate between two
+    cores is fully transposed, x and y move in rows of m_0 / n_c-1 features; tokens last: x and y
+    are fully transposed (x.T, y.T), the intermediates move in rows of N tokens. So tokens go last
+    once the intermediates hold as many values per token as x and y together: rank >= 2, or
+    c >= 3 cores (rank 1, c = 2: one intermediate of d_in n_0 / m_0 values per token).
+    Measured (benchmarks/results/train_step_cpu.md), not a CPU rule: both layouts are one batched
+    GEMM per core, and the bytes a transpose moves cost on every backend."""
     r, c = self._ranks(), self.n_cores
     between = sum(r[k + 1] * math.prod(self.ns[:k + 1]) * math.prod(self.ms[k + 1:])
                   for k in range(c - 1))
-    return between > self.d_in + self.d_out
+    return between >= self.d_in + self.d_out
 
   def to_dense(self):
     c = self.n_cores
