@@ -1,7 +1,8 @@
 """Time full train steps and single structured layers: does a FLOP saving become time?
 
   PYTHONPATH=. python benchmarks/train_step.py [--quick] [--parts recipe gpt2 vit layer]
-                                               [--repeats 5] [--out benchmarks/results/train_step_cpu]
+                                               [--repeats 5] [--rows btt monarch]
+                                               [--out benchmarks/results/train_step_cpu]
 
 Parts (each row built from the repo's configs and run through the real step, with random data of
 the task's shapes, so no dataset is read):
@@ -213,12 +214,17 @@ def main(argv: list[str] | None = None) -> list[Row]:
                       choices=["recipe", "gpt2", "vit", "layer"])
   parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--rows", nargs="+", metavar="TEXT",
+                      help="only the rows whose name contains one of these (each table keeps its "
+                           "dense baseline row)")
   parser.add_argument("--out", help="write OUT.md and OUT.csv")
   args = parser.parse_args(argv)
   command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])
   text, rows = header(args, command), []
   print(text, flush=True)
   for title, part_rows in builders(args.parts, args.quick).items():
+    if args.rows:
+      part_rows = part_rows[:1] + [r for r in part_rows[1:] if any(t in r[1] for t in args.rows)]
     timed = time_rows(part_rows, args.repeats)
     section = table(timed, title)
     print(section, flush=True)

@@ -21,3 +21,12 @@ def test_quick_run_writes_tables(tmp_path):
     assert len(list(csv.DictReader(f))) == 4
   text = pathlib.Path(f"{out}.md").read_text()
   assert "| btt r=1 w=1024 |" in text and "Load average at start" in text
+
+
+def test_rows_keeps_the_dense_baseline_and_the_matching_rows(tmp_path):
+  spec = importlib.util.spec_from_file_location("train_step_bench", SCRIPT)
+  bench = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = bench
+  spec.loader.exec_module(bench)
+  rows = bench.main(["--quick", "--parts", "layer", "--repeats", "1", "--rows", "no such row"])
+  assert [r.name for r in rows] == ["dense"]
