@@ -1,7 +1,7 @@
 """Time full train steps and single structured layers: does a FLOP saving become time?
 
   PYTHONPATH=. python benchmarks/train_step.py [--quick] [--parts recipe gpt2 vit layer]
-                                               [--repeats 5] [--rows btt monarch]
+                                               [--repeats 5] [--rows btt monarch] [--dims 1024]
                                                [--out benchmarks/results/train_step_cpu]
 
 Parts (each row built from the repo's configs and run through the real step, with random data of
@@ -12,7 +12,7 @@ the task's shapes, so no dataset is read):
 - ``gpt2``: configs/gpt2_owt.py at d_model 256, 4 layers, 4 heads, context 256, batch 8, float32,
   dense and BTT; ``vit``: configs/vit_cifar.py at its default size, dense and BTT;
 - ``layer``: one square d x d layer, forward + backward (grads of sum(y) w.r.t. params and input)
-  on 4096 tokens, d in {1024, 2048, 4096}.
+  on 4096 tokens, d in {1024, 2048, 4096} (``--dims``).
 Every row reports the median (min, max) milliseconds of the full step (forward, backward, Adam
 update) and of the forward alone, the backward/forward ratio (fwd+bwd over fwd, minus 1), the
 achieved GFLOP/s (3 x forward FLOPs / step time: forward + two backward matmuls), and that rate as
@@ -176,7 +176,8 @@ def table(rows: list[Row], title: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def builders(parts: list[str], quick: bool) -> dict[str, list[tuple]]:
+def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048, 4096)
+             ) -> dict[str, list[tuple]]:
   """Per table title, the (part, name, build) of its rows; the first row is its dense baseline."""
   out = {}
   if "recipe" in parts:
@@ -190,7 +191,7 @@ def builders(parts: list[str], quick: bool) -> dict[str, list[tuple]]:
       out[title] = [(part, label, lambda c=c, a=a: model_row(c, a, quick))
                     for label, c, a in MODELS if label.startswith(prefix)]
   if "layer" in parts:
-    dims, tokens = ((128,), 256) if quick else ((1024, 2048, 4096), 4096)
+    dims, tokens = ((128,), 256) if quick else (dims, 4096)
     kinds = ["dense", "btt"] if quick else list(LAYER_KINDS)
     for d in dims:
       out[f"Single layer d = {d}, {tokens} tokens, forward + backward"] = [
@@ -217,12 +218,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
   parser.add_argument("--rows", nargs="+", metavar="TEXT",
                       help="only the rows whose name contains one of these (each table keeps its "
                            "dense baseline row)")
+  parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048, 4096],
+                      help="the single-layer widths d (part 'layer')")
   parser.add_argument("--out", help="write OUT.md and OUT.csv")
   args = parser.parse_args(argv)
   command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])
   text, rows = header(args, command), []
   print(text, flush=True)
-  for title, part_rows in builders(args.parts, args.quick).items():
+  for title, part_rows in builders(args.parts, args.quick, tuple(args.dims)).items():
     if args.rows:
       part_rows = part_rows[:1] + [r for r in part_rows[1:] if any(t in r[1] for t in args.rows)]
     timed = time_rows(part_rows, args.repeats)
