@@ -1,5 +1,7 @@
 """Checkpoints written before the typed-config / muP-object refactor still restore, and the run
-continues bit for bit.
+continues as the straight run did, to 1e-6 relative: BTT's contraction is now batched matmuls
+(structured/btt.py) whose float32 summation order differs from the einsum the fixture ran (the
+unrolled run matched bitwise before that change; the observed difference is ~1e-7).
 
 The fixture is step 20 of ``configs/mlp_synthetic.py:kind=btt,rank=1,runlocal`` with
 ``steps=30, checkpoint_every=10, log_every=1``, written by commit aca1713 (before the change),
@@ -38,4 +40,4 @@ def test_old_checkpoint_restores_and_continues_as_the_straight_run(tmp_path, sca
   resumed = runfiles.read_metrics(str(tmp_path))
   assert [r["step"] for r in resumed] == list(range(1, 31))
   old, new = ([r["train_loss"] for r in rows[20:]] for rows in (straight, resumed))
-  np.testing.assert_allclose(new, old, rtol=1e-6 if scan_layers else 0)   # unrolled: bitwise
+  np.testing.assert_allclose(new, old, rtol=1e-6)
