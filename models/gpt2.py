@@ -44,6 +44,10 @@ class GPT2(nnx.Module):
                         preferred_element_type=jnp.float32)
     return self.head(h).astype(jnp.float32)
 
+  def layer_tokens(self, layer) -> int:
+    """Tokens per example a linear layer of this model sees: every position of the sequence."""
+    return self.seq_len
+
   def flops_per_example(self, count_lookup: bool = True) -> int:
     """Forward FLOPs of one sequence as Chinchilla counts them (Hoffmann et al. 2022, App. F):
     the token embedding as a one-hot matmul (2 V D a token; ``count_lookup=False`` leaves it

@@ -33,6 +33,10 @@ class MLP(nnx.Module):
     h = run_blocks([(block,) for block in self.blocks], h, self.scan_layers)
     return self.readout(self.norm(h)).astype(jnp.float32)
 
+  def layer_tokens(self, layer) -> int:
+    """Tokens per example a linear layer of this model sees: one (an example is one vector)."""
+    return 1
+
   def flops_per_example(self) -> int:
     """Forward FLOPs of the linear layers (norms and activations are O(width), left out)."""
     return (self.embed.flops_per_token() + self.readout.flops_per_token()

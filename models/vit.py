@@ -67,6 +67,11 @@ class ViT(nnx.Module):
     pooled_BxD = h[:, 0] if self.pool == "cls" else jnp.mean(h, axis=1)
     return self.head(pooled_BxD).astype(jnp.float32)
 
+  def layer_tokens(self, layer) -> int:
+    """Tokens per example a linear layer of this model sees: the patch embedding every patch,
+    the head the pooled token, block layers every token (patches and the class token)."""
+    return self.num_patches if layer is self.embed else 1 if layer is self.head else self.seq_len
+
   def flops_per_example(self) -> int:
     """Forward FLOPs of one image: the patch embedding on every patch, attention (projections,
     scores, softmax, weighted sum) and FFN on every token, the head once (norms, pooling and

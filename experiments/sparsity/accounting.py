@@ -4,9 +4,9 @@ run recomputes the same sums.
 
 Step t's compute runs with the masks left by step t-1's update. Per step:
   - live parameters N_t: every parameter except the planned layers' masked-out weights;
-  - ideal training FLOPs per example: 3 x (executed forward - tokens x the planned layers' 2 x
-    masked-out weights), plus on RigL's update steps the dense weight gradient it reads (2 x the
-    masked-out weights per token: its backward costs 2 f_S + f_D instead of 3 f_S);
+  - ideal training FLOPs per example: 3 x (executed forward - 2 x the planned layers' masked-out
+    weights x the tokens each sees), plus on RigL's update steps the dense weight gradient it
+    reads (2 x the masked-out weights per token: its backward costs 2 f_S + f_D instead of 3 f_S);
   - executed FLOPs stay 3 x the forward (the masked-dense matmul runs whatever the mask).
 Totals: cumulative ideal FLOPs, and the time-averaged parameter count N̄ = (1/t) Σ N_τ ("The
 Journey Matters": the N of one scaling law for dense and sparse runs).
@@ -19,13 +19,14 @@ from experiments.sparsity.plan import Plan
 
 class Accounting:
   def __init__(self, plan: Plan, params_now: int, live_now: int, forward_flops: int,
-               tokens_per_example: int, examples_per_step: int):
+               tokens_per_layer: tuple[int, ...], examples_per_step: int):
     """``params_now``/``live_now``: the model's parameter count and its planned layers' kept
     weights as built (so the rest of the model is params_now - live_now); ``forward_flops``:
-    executed forward FLOPs per example; ``tokens_per_example``: tokens each layer sees."""
+    executed forward FLOPs per example; ``tokens_per_layer``: tokens per example each planned
+    layer sees (``plan.layers`` order; e.g. a ViT block layer sees every patch token)."""
     self.plan = plan
     self.other_params = params_now - live_now
-    self.forward, self.tokens, self.batch = forward_flops, tokens_per_example, examples_per_step
+    self.forward, self.tokens, self.batch = forward_flops, tuple(tokens_per_layer), examples_per_step
     self.weights = sum(lp.cells * lp.block**2 for lp in plan.layers)
     self.updates = set(plan.update_steps())
     self._step, self._param_sum, self._ideal_sum = 0, 0, 0
@@ -39,10 +40,11 @@ class Accounting:
 
   def ideal_flops_per_example(self, step: int) -> int:
     """Ideal training FLOPs of one example at ``step`` (masks after step - 1)."""
-    masked_out = self.weights - self.live_weights(step - 1)
-    flops = 3 * (self.forward - self.tokens * 2 * masked_out)
+    skipped = 2 * sum(tokens * (lp.cells - self.plan.live_cells(lp, step - 1)) * lp.block**2
+                      for tokens, lp in zip(self.tokens, self.plan.layers, strict=True))
+    flops = 3 * (self.forward - skipped)
     if self.plan.schedule.method == "rigl" and step in self.updates:
-      flops += self.tokens * 2 * masked_out
+      flops += skipped
     return flops
 
   def record(self, step: int) -> dict:

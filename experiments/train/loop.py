@@ -87,10 +87,11 @@ def train_and_evaluate(config: RunConfig, workdir: str) -> dict:
   params = model.param_counts()
   flops_per_example = 3 * model.flops_per_example()   # forward + backward = 3 x forward
   plan = sparsity.make_plan(config, model)
+  planned = plan and [masked.masked_layers(model)[lp.path] for lp in plan.layers]
   costs = plan and accounting.Accounting(
-      plan, params["total"], sum(masked.live_count(masked.masked_layers(model)[lp.path])
-                                 for lp in plan.layers),
-      model.flops_per_example(), task.tokens_per_example, config.batch_size)
+      plan, params["total"], sum(masked.live_count(layer) for layer in planned),
+      model.flops_per_example(), tuple(model.layer_tokens(layer) for layer in planned),
+      config.batch_size)
   writer = writers.MetricWriter(workdir, config.source, config.wandb, config.steps, start_step=start)
   guard = jax.device_put(Guard.start(nnx.state(model, nnx.Param)), NamedSharding(mesh, P()))
 

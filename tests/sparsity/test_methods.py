@@ -4,14 +4,17 @@ import types
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
 import structured
-from experiments import sparsity
+from experiments import config as run_config, sparsity
 from experiments.sparsity import accounting, plan as plans, rigl, schedule, set_regrow, srste
+from models import factory
+from structured import masked
 from structured.mup import MuP
 from structured.nm_sparse import top_n_of_m
 
@@ -63,7 +66,7 @@ def test_gmp_follows_the_cubic_schedule_at_every_update_step():
   for t, model, _, _, plan in _run("gmp", steps, lr=0.0, start_frac=0.2, end_frac=0.8, delta_t=4):
     if w0 is None:
       w0 = [np.abs(np.asarray(model.a.w[...])), np.abs(np.asarray(model.b.w[...]))]
-      costs = accounting.Accounting(plan, 0, 0, 0, 1, 1)
+      costs = accounting.Accounting(plan, 0, 0, 0, (1,) * len(plan.layers), 1)
     assert costs.live_weights(t) == sum(m.sum() for m in _masks(model))   # host = device
     for mask, w, cells in zip(_masks(model), w0, (512, 256)):
       if t < start:
@@ -173,7 +176,8 @@ def test_spdf_lifts_the_mask_at_its_switch_and_ideal_flops_change_the_step_after
     masks = _masks(model)
     assert all(m.all() for m in masks) == (t >= 15)
   costs = accounting.Accounting(plan, params_now=1000, live_now=sum(lp.kept for lp in plan.layers),
-                                forward_flops=2 * (16 * 32 + 32 * 8), tokens_per_example=1,
+                                forward_flops=2 * (16 * 32 + 32 * 8),
+                                tokens_per_layer=(1,) * len(plan.layers),
                                 examples_per_step=1)
   sparse, dense = 3 * 2 * sum(lp.kept for lp in plan.layers), 3 * 2 * (16 * 32 + 32 * 8)
   assert [costs.ideal_flops_per_example(t) for t in (14, 15, 16, 17)] == [sparse, sparse, dense, dense]
@@ -212,3 +216,25 @@ def test_mup_uses_the_effective_fan_in_for_init_and_lr():
   sparsity.prepare(_config("static", density=0.25), base)
   # Adam's rule: base d_in / effective fan-in (one core): 256 / 64
   assert MUP.lr_multipliers(model, base, depth=1)[("a", "w")] == pytest.approx(4.0)
+
+
+def test_vit_ideal_flops_count_the_tokens_each_planned_layer_sees():
+  # 16x16 images, 4x4 patches: the patch embedding sees 16 patches, every block layer those and
+  # the class token (17), the head the pooled token (1); a masked-out weight saves 2 FLOPs per token
+  model_cfg = ml_collections.ConfigDict(dict(
+      name="vit", kind="sparse", width=32, depth=1, heads=2, patch=4, pool="cls", expansion=4,
+      layers="all", use_bias=False, qk_norm=True, structure={}, overrides={}, dropout=0.0,
+      dtype="float32", scan_layers=False))
+  model = factory.build(run_config.parse_model(model_cfg),
+                        {"image_shape": (16, 16, 3), "d_in": 768, "d_out": 10}, nnx.Rngs(0), MUP)
+  plan = sparsity.prepare(_config("static", density=0.5), model)
+  layers = masked.masked_layers(model)
+  tokens = {path: model.layer_tokens(layers[path]) for path in layers}
+  assert tokens[("embed",)] == 16 and tokens[("head",)] == 1
+  assert {t for path, t in tokens.items() if path[0] in ("attn", "ffn")} == {17}
+  costs = accounting.Accounting(plan, 0, 0, model.flops_per_example(),
+                                tuple(tokens[lp.path] for lp in plan.layers), 1)
+  masked_out = {lp.path: (lp.cells - lp.kept) * lp.block**2 for lp in plan.layers}
+  skipped = sum(2 * tokens[path] * n for path, n in masked_out.items())
+  assert costs.ideal_flops_per_example(1) == 3 * (model.flops_per_example() - skipped)
+  assert skipped > 2 * sum(masked_out.values())   # counting one token per layer undercounts
