@@ -22,7 +22,7 @@ import time
 import jax
 from flax import nnx
 
-from benchmarks.train_step import _config, _spec_and_batch
+from benchmarks.train_step import bench_config, spec_and_batch
 from experiments import config
 from experiments.train import optim, step as steps
 from models import factory
@@ -33,10 +33,10 @@ import jax.numpy as jnp
 
 def compile_seconds(depth: int, scan: bool, repeats: int) -> list[float]:
   """Seconds of lower + compile of the train step, ``repeats`` times from a cleared cache."""
-  cfg = _config("gpt2_owt", f"kind=dense,width=256,depth={depth},heads=4", quick=False)
+  cfg = bench_config("gpt2_owt", f"kind=dense,width=256,depth={depth},heads=4", quick=False)
   cfg.model.scan_layers = scan
   cfg = config.parse(cfg)
-  spec, batch = _spec_and_batch(cfg, np.random.default_rng(0))
+  spec, batch = spec_and_batch(cfg, np.random.default_rng(0))
   model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
   base = factory.build_base(cfg.model, spec, cfg.mup)
   tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)

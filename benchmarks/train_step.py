@@ -82,7 +82,7 @@ class Row:
     return 3 * self.flops / statistics.median(self.step_s) / 1e9
 
 
-def _config(name: str, arg: str, quick: bool):
+def bench_config(name: str, arg: str, quick: bool):
   """The ConfigDict of configs/<name>.py:<arg>, float32, at the benchmark's sizes."""
   cfg = __import__(f"configs.{name}", fromlist=["get_config"]).get_config(arg)
   cfg.model.dtype = "float32"
@@ -96,7 +96,7 @@ def _config(name: str, arg: str, quick: bool):
   return cfg
 
 
-def _spec_and_batch(cfg, rng: np.random.Generator) -> tuple[dict, dict]:
+def spec_and_batch(cfg, rng: np.random.Generator) -> tuple[dict, dict]:
   b = cfg.batch_size
   if cfg.model.name == "gpt2":
     vocab, seq = cfg.data.vocab, cfg.data.seq_len
@@ -111,8 +111,8 @@ def _spec_and_batch(cfg, rng: np.random.Generator) -> tuple[dict, dict]:
 def model_row(config_name: str, arg: str, quick: bool) -> tuple:
   """A row's (step, forward, flops): the config's model, muP init and optimizer, as the training
   loop builds them (experiments/train/loop.py), on random data of the task's shapes."""
-  cfg = config.parse(_config(config_name, arg, quick))
-  spec, batch = _spec_and_batch(cfg, np.random.default_rng(0))
+  cfg = config.parse(bench_config(config_name, arg, quick))
+  spec, batch = spec_and_batch(cfg, np.random.default_rng(0))
   model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
   base = factory.build_base(cfg.model, spec, cfg.mup)
   tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
