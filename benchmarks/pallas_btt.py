@@ -3,7 +3,7 @@
   python benchmarks/pallas_btt.py            # d in {1024, 2048, 4096, 8192}, 16384 tokens, bf16
   python benchmarks/pallas_btt.py --quick    # small d, runs the kernels in interpret mode (CPU check)
 
-Prints a markdown table and saves it to benchmarks/results/pallas_btt_<device>.md.
+Prints a markdown table and saves it to benchmarks/results/pallas_btt_<device>.md and .csv.
 
 Counted FLOPs (1 multiply-add = 2) are model FLOPs of forward + backward = 3x the forward:
 dense 2 d_in d_out, BTT 2 r (d_in n1 + d_out m2), block-sparse 2 K b_in b_out per token. The
@@ -21,20 +21,17 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
+from experiments.train import writers
 from pallas_kernels import backend
 from pallas_kernels.block_sparse import api as bs_api
-from pallas_kernels.btt import api as btt_api, reference as btt_ref
+from pallas_kernels.btt import api as btt_api
+from pallas_kernels.btt import reference as btt_ref
 
-# device_kind -> (dense bf16 TFLOP/s, HBM TB/s), vendor peaks.
-PEAKS = {
-    "NVIDIA H100 80GB HBM3": (989.5, 3.35),
-    "NVIDIA H200": (989.5, 4.8),
-    "TPU v4": (275.0, 1.2),
-    "TPU v5 lite": (197.0, 0.82),
-    "TPU v5p": (459.0, 2.76),
-    "TPU v6 lite": (918.0, 1.64),
-}
+# Peak HBM bandwidth (TB/s, vendor) by substrings of jax's device_kind; peak FLOP/s: writers.peak_flops.
+PEAK_HBM = {"H100": 3.35, "H200": 4.8, "TPU v4": 1.2, "TPU v5 lite": 0.82, "TPU v5e": 0.82,
+            "TPU v5p": 2.76, "TPU v6": 1.64}
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
@@ -67,7 +64,7 @@ def max_rel_err(got, want):
 
 
 def btt_shapes(d, rank):
-  m = [f for f in range(int(d**0.5), 0, -1) if d % f == 0][0]   # m1 <= m2, as structured.factorize
+  m = next(f for f in range(int(d**0.5), 0, -1) if d % f == 0)   # m1 <= m2, as structured.factorize
   return m, d // m, rank
 
 
@@ -119,7 +116,8 @@ def main():
   tokens = args.tokens or (512 if args.quick else 16384)
   iters = 2 if args.quick else args.iters
   device = jax.devices()[0]
-  peak = PEAKS.get(device.device_kind)
+  hbm_peak = next((v for k, v in PEAK_HBM.items() if k.lower() in device.device_kind.lower()), None)
+  flops_peak = writers.peak_flops(device.device_kind)
   route = backend.route(args.quick or None)
   route = (f"{route.body} body" + (", interpreted" if route.interpret else "") if route.body
            else "reference fallback (no kernel)")
@@ -127,34 +125,47 @@ def main():
   header = (f"# Pallas BTT / block-sparse, forward+backward, bf16, {tokens} tokens, rank {args.rank}\n\n"
             f"device: {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
             f"Pallas route: {route} (block-sparse: TPU body only); peaks: "
-            + (f"{peak[0]} TFLOP/s, {peak[1]} TB/s" if peak else "n/a (roofline n/a)") + "\n\n"
+            + (f"{flops_peak / 1e12:.0f} TFLOP/s, {hbm_peak} TB/s" if hbm_peak and flops_peak
+               else "n/a (roofline n/a)") + "\n\n"
             + ("Interpret mode: a correctness run, its Pallas timings say nothing about speed.\n\n"
                if args.quick else "")
-            + "| d | layer | ms | TFLOP/s | %HBM roofline | speedup vs dense | max rel err vs XLA |\n"
-            "|---|---|---|---|---|---|---|\n")
+            + "| d | layer | ms | TFLOP/s | %peak FLOP/s | %HBM roofline | speedup vs dense | "
+            "max rel err vs XLA |\n|---|---|---|---|---|---|---|---|\n")
   print(header, end="", flush=True)
-  lines = [header]
+  lines, rows = [header], []
   for d in dims:
     x = jax.random.normal(jax.random.key(0), (tokens, d), jnp.float32).astype(jnp.bfloat16)
     ct = jax.random.normal(jax.random.key(1), (tokens, d), jnp.float32).astype(jnp.bfloat16)
     outs, dense_s = {}, None
     for name, fn, params, flops, ref in cases(d, args.rank, args.density, args.quick):
-      step = fwd_bwd(fn)
-      outs[name] = step(ct, x, *params)
-      seconds = median_seconds(step, (ct, x, *params), iters)
+      try:   # one case that fails to lower or compile is a row, not the end of the table
+        step = fwd_bwd(fn)
+        outs[name] = step(ct, x, *params)
+        seconds = median_seconds(step, (ct, x, *params), iters)
+      except Exception as e:   # noqa: BLE001 (reported in the table)
+        line = f"| {d} | {name} | failed: {type(e).__name__}: {str(e).splitlines()[0][:200]} |||||||\n"
+        print(line, end="", flush=True)
+        lines.append(line)
+        continue
       dense_s = dense_s or seconds
       n_params = sum(p.size for p in params)
       min_bytes = 2 * tokens * 5 * d + 4 * 3 * n_params
-      hbm = f"{min_bytes / seconds / (peak[1] * 1e12):.0%}" if peak else "n/a"
-      err = f"{max_rel_err(outs[name], outs[ref]):.1e}" if ref else ""
-      line = (f"| {d} | {name} | {seconds * 1e3:.3f} | {3 * flops * tokens / seconds / 1e12:.3f} | "
-              f"{hbm} | {dense_s / seconds:.2f}x | {err} |\n")
+      tflops = 3 * flops * tokens / seconds / 1e12
+      hbm = min_bytes / seconds / (hbm_peak * 1e12) if hbm_peak else None
+      peak = tflops * 1e12 / flops_peak if flops_peak else None
+      err = max_rel_err(outs[name], outs[ref]) if ref in outs else None
+      pct = lambda v: "n/a" if v is None else f"{v:.0%}"
+      line = (f"| {d} | {name} | {seconds * 1e3:.3f} | {tflops:.3f} | {pct(peak)} | {pct(hbm)} | "
+              f"{dense_s / seconds:.2f}x | {'' if err is None else f'{err:.1e}'} |\n")
       print(line, end="", flush=True)
       lines.append(line)
+      rows.append({"d": d, "layer": name, "ms": seconds * 1e3, "tflops": tflops, "peak_frac": peak,
+                       "hbm_frac": hbm, "speedup_vs_dense": dense_s / seconds, "max_rel_err": err})
   RESULTS.mkdir(exist_ok=True)
-  out = RESULTS / f"pallas_btt_{device.device_kind.lower().replace(' ', '_')}.md"
-  out.write_text("".join(lines))
-  print(f"\nsaved {out}")
+  out = RESULTS / f"pallas_btt_{device.device_kind.lower().replace(' ', '_')}"
+  out.with_suffix(".md").write_text("".join(lines))
+  pd.DataFrame(rows).to_csv(out.with_suffix(".csv"), index=False)
+  print(f"\nsaved {out}.md and .csv")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,14 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12,
               "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12}
 
 
+def peak_flops(device_kind: str) -> float | None:
+  """Dense bf16 peak FLOP/s of one device of this ``device_kind``; None where unknown (CPU)."""
+  return next((v for k, v in PEAK_FLOPS.items() if k.lower() in device_kind.lower()), None)
+
+
 def model_flops_utilization(flops_per_second: float) -> float | None:
   """Achieved model FLOP/s over the devices' peak; None where the peak is unknown (CPU)."""
-  kind = jax.devices()[0].device_kind
-  peak = next((v for k, v in PEAK_FLOPS.items() if k.lower() in kind.lower()), None)
+  peak = peak_flops(jax.devices()[0].device_kind)
   return flops_per_second / (peak * jax.device_count()) if peak else None
 
 
