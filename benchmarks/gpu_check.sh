@@ -6,6 +6,7 @@
 #
 #   OUT=results_dir bash benchmarks/gpu_check.sh          # on a GPU/TPU machine
 #   OUT=/tmp/check QUICK=1 bash benchmarks/gpu_check.sh   # CPU rehearsal: tiny sizes, interpreted kernels
+#   OUT=dir bash benchmarks/gpu_check.sh gpt2_dense        # only the named stages (a rerun)
 #
 # Each stage has its own time limit, so one that hangs or fails leaves the others' results. Python
 # packages the machine lacks can be put as wheels in .whl/ (installed under /tmp/site first).
@@ -14,8 +15,9 @@ OUT=${OUT:?set OUT to the results folder}
 QUICK=${QUICK:-0}
 PY=${PY:-python3}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
 if compgen -G ".whl/*.whl" >/dev/null; then
+  rm -rf /tmp/site
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:$PWD
 fi
@@ -24,8 +26,10 @@ fi
   $PY -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 } > "$OUT/env.txt" 2>&1
 
+STAGES=${*:-pallas gpt2_dense gpt2_btt gpt2_btt_pallas}
 stage() {   # stage NAME SECONDS CMD...: runs CMD with a limit, output to $OUT/NAME.log
   local name=$1 limit=$2; shift 2
+  [[ " $STAGES " == *" $name "* ]] || return 1
   local t0=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
   echo "$name: rc $? in $((SECONDS - t0)) s" | tee -a "$OUT/env.txt"
@@ -36,9 +40,9 @@ if [ "$QUICK" = 1 ]; then
   SIZE="runlocal=True"; STEPS=(); PROFILE=10-12
 else
   stage pallas 150 $PY -m benchmarks.pallas_btt
-  SIZE="steps=30"; STEPS=(--config.log_every=10 --config.microbatches=4); PROFILE=21-23
+  SIZE="steps=30"; STEPS=(--config.log_every=10 --config.microbatches=8); PROFILE=21-23
 fi
-cp benchmarks/results/pallas_btt_*.md benchmarks/results/pallas_btt_*.csv "$OUT/" 2>/dev/null
+[[ " $STAGES " == *" pallas "* ]] && cp benchmarks/results/pallas_btt_*.md benchmarks/results/pallas_btt_*.csv "$OUT/"
 
 # Synthetic GPT-2 tokens: timing needs the shapes, not the text.
 $PY -c "
@@ -52,9 +56,10 @@ gpt2() {   # gpt2 NAME SECONDS CONFIG_ARG
   rm -rf "/tmp/$1"
   stage "$1" "$2" $PY -m experiments.main --config "configs/gpt2_owt.py:$3,$SIZE" --workdir "/tmp/$1" \
     --config.data.dir=/tmp/owt --config.data.eval_batches=1 --config.eval_every=1000 \
-    --config.checkpoint_every=0 --config.wandb.mode=disabled --config.profile_steps=$PROFILE "${STEPS[@]}"
+    --config.checkpoint_every=0 --config.wandb.mode=disabled --config.profile_steps=$PROFILE "${STEPS[@]}" \
+    || return
   $PY -m benchmarks.profile_summary "/tmp/$1/profile" >> "$OUT/$1.log" 2>&1
 }
-gpt2 gpt2_dense 150 kind=dense
+gpt2 gpt2_dense 160 kind=dense
 gpt2 gpt2_btt 130 kind=btt,rank=4,width=1024
-gpt2 gpt2_btt_pallas 100 kind=btt,rank=4,width=1024,impl=pallas
+gpt2 gpt2_btt_pallas 150 kind=btt,rank=4,width=1024,impl=pallas

@@ -13,6 +13,7 @@ from flax import nnx
 
 from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, split_params,
                            run_blocks, transformer_blocks)
+from structured import base
 
 LAYER_TYPES = ("attn", "ffn", "head")
 
@@ -40,8 +41,7 @@ class GPT2(nnx.Module):
     h = self.drop(h.astype(self.dtype))
     h = self.norm(run_blocks(list(zip(self.attn, self.ffn)), h, self.scan_layers))
     if self.head is None:
-      return jnp.einsum("bld,vd->blv", h, self.wte.embedding[...].astype(h.dtype),
-                        preferred_element_type=jnp.float32)
+      return base.einsum("bld,vd->blv", h, self.wte.embedding[...]).astype(jnp.float32)
     return self.head(h).astype(jnp.float32)
 
   def layer_tokens(self, layer) -> int:

@@ -165,7 +165,8 @@ class StructuredLinear(nnx.Module):
     return y
 
   def _matmul(self, x_NxI: jax.Array) -> jax.Array:
-    """``x @ W`` for a [N, d_in] batch of tokens, accumulated in float32 (returned in float32)."""
+    """``x @ W`` for a [N, d_in] batch of tokens, accumulated in float32 (returned in x's dtype or
+    float32; the caller casts to x's dtype)."""
     raise NotImplementedError
 
   def to_dense(self) -> jax.Array:
@@ -196,16 +197,17 @@ class StructuredLinear(nnx.Module):
 
 
 def einsum(expr: str, *operands: jax.Array) -> jax.Array:
-  """einsum in the first operand's dtype with float32 accumulation; params are cast to it."""
+  """einsum in the first operand's dtype (params cast to it), float32 accumulation, the result in
+  the dtype it ran in (see ``cast_for_dot``)."""
   dtype = operands[0].dtype
-  return jnp.einsum(expr, *(cast_for_dot(o, dtype) for o in operands),
-                    preferred_element_type=jnp.float32)
+  operands = tuple(cast_for_dot(o, dtype) for o in operands)
+  return jnp.einsum(expr, *operands, preferred_element_type=operands[0].dtype)
 
 
 def bmm(t: jax.Array, w_BxKxM: jax.Array, tokens_last: bool = False) -> jax.Array:
   """Batched matmul with the batch axis leading: ``t[B, N, K] x w[B, K, M] -> [B, N, M]``, or with
-  ``tokens_last`` ``t[B, K, N] -> [B, M, N]``; in ``t``'s dtype with float32 accumulation (``w``
-  cast to it), returned in float32.
+  ``tokens_last`` ``t[B, K, N] -> [B, M, N]``; in ``t``'s dtype (``w`` cast to it), float32
+  accumulation, the result in the dtype it ran in (see ``cast_for_dot``).
 
   Every backend runs this as one batched GEMM with no relayout of its own. Structured families
   move their activations into it explicitly, once per stage; an einsum with the batch axis between
@@ -215,17 +217,22 @@ def bmm(t: jax.Array, w_BxKxM: jax.Array, tokens_last: bool = False) -> jax.Arra
   dtype = t.dtype
   dims = (((1,), (1,)) if tokens_last else ((2,), (1,)), ((0,), (0,)))
   operands = (w_BxKxM, t) if tokens_last else (t, w_BxKxM)
-  return jax.lax.dot_general(*(cast_for_dot(o, dtype) for o in operands), dims,
-                             preferred_element_type=jnp.float32)
+  operands = tuple(cast_for_dot(o, dtype) for o in operands)
+  return jax.lax.dot_general(*operands, dims, preferred_element_type=operands[0].dtype)
 
 
 def cast_for_dot(operand: jax.Array, dtype) -> jax.Array:
-  """``operand`` in ``dtype``, ready for a dot with float32 accumulation.
+  """``operand`` in ``dtype``, ready for a dot with float32 accumulation whose result stays in
+  the operands' dtype. The one place this backend choice lives.
 
-  XLA:CPU has no bfloat16 x bfloat16 -> float32 dot for every layout ("Unsupported element type
-  for DotThunk::Execute"), so on CPU bfloat16 operands are rounded to bfloat16 and then widened
-  to float32: the products of bfloat16 numbers are exact in float32, so the result is the same
-  bf16-in, f32-accumulate contraction. The one place this backend choice lives.
+  GPUs and TPUs accumulate bfloat16 products in float32 inside the matrix unit and round once on
+  output, so a bf16 dot returns bf16. Asking for a float32 result instead made the backward's dots
+  mixed (a float32 cotangent against a bf16 operand), which XLA:GPU runs as float32/tf32 GEMMs:
+  most of GPT-2's matmul time on an H200 (benchmarks/results/gpu_h200.md). XLA:CPU has no
+  bfloat16 x bfloat16 -> float32 dot for every layout ("Unsupported element type for
+  DotThunk::Execute"), so on CPU bfloat16 operands are rounded to bfloat16 and then widened to
+  float32: the products of bfloat16 numbers are exact in float32, so it is the same bf16-in,
+  f32-accumulate contraction, with a float32 result.
   """
   operand = operand.astype(dtype)
   if dtype == jnp.bfloat16 and jax.default_backend() == "cpu":

@@ -18,7 +18,9 @@ def block_sparse_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: tuple[int, 
     # XLA:CPU has no bf16 x bf16 -> f32 dot in this layout; bf16 products are exact in f32
     # (the rule of structured.base.cast_for_dot, which pallas_kernels may not import)
     x_NxKxI, blocks_KxIxO = x_NxKxI.astype(jnp.float32), blocks_KxIxO.astype(jnp.float32)
-  y_NxKxO = jnp.einsum("nki,kio->nko", x_NxKxI, blocks_KxIxO, preferred_element_type=jnp.float32)
+  # the product in its operands' dtype, summed into float32 (a float32 product would make the
+  # backward's dots mixed-dtype: float32 GEMMs on XLA:GPU, see structured.base.cast_for_dot)
+  y_NxKxO = jnp.einsum("nki,kio->nko", x_NxKxI, blocks_KxIxO, preferred_element_type=x_NxKxI.dtype)
   y_NxCxO = jnp.zeros((x_NxKxI.shape[0], d_out // b_out, b_out), jnp.float32)
   y_NxCxO = y_NxCxO.at[:, jnp.asarray(cols, jnp.int32)].add(y_NxKxO)
   return y_NxCxO.astype(x.dtype).reshape(*x.shape[:-1], d_out)

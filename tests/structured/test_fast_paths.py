@@ -8,6 +8,8 @@ call lowers to), so base.einsum widens bf16 operands on CPU; bf16 results are ch
 float32 at bf16's resolution (rel. 2e-2; bf16 keeps 8 mantissa bits).
 """
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,3 +85,25 @@ def test_block_sparse_pallas_fallback_runs_in_bfloat16(n):
   g16 = jax.grad(lambda v: jnp.sum(layer(v).astype(jnp.float32)))(x.astype(jnp.bfloat16))
   np.testing.assert_allclose(g16.astype(jnp.float32), layer.to_dense().sum(1)[None].repeat(n, 0),
                              rtol=2e-2, atol=2e-2 * float(jnp.abs(layer.to_dense().sum(1)).max()))
+
+
+def _token_dot_signatures(lowered_text: str, tokens: int) -> list[str]:
+  """The ``(operand types) -> result type`` of every dot_general over the token axis in a lowered
+  StableHLO module (dots that build a weight from its factors are not activations' dots)."""
+  sigs = [line.rsplit(" : ", 1)[-1] for line in lowered_text.splitlines() if "dot_general" in line]
+  return [sig for sig in sigs if re.search(rf"(?<![0-9]){tokens}(?![0-9])", sig)]
+
+
+@pytest.mark.parametrize("kind,hparams", CASES, ids=[f"{k}{h or ''}" for k, h in CASES])
+def test_bfloat16_forward_and_backward_dots_stay_bfloat16_off_cpu(kind, hparams, monkeypatch):
+  """On GPU/TPU every activation dot of a bf16 layer's forward and backward has bf16 operands and
+  result: a float32 result makes the backward's dots mixed (a float32 cotangent), which XLA:GPU
+  ran as float32/tf32 GEMMs (benchmarks/results/gpu_h200.md). Lowered, not compiled, as for a GPU."""
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")   # what base.cast_for_dot asks
+  layer = structured.make(kind, 64, 144, rngs=nnx.Rngs(0), use_bias=True, **hparams)
+  loss, params = _loss_via(layer, lambda m, x: m(x).astype(jnp.float32))
+  x = jnp.ones((5, 7, 64), jnp.bfloat16)   # 35 tokens: a dim no weight has
+  r = jnp.ones((5, 7, 144), jnp.float32)
+  dots = _token_dot_signatures(jax.jit(jax.grad(loss, (0, 1))).lower(params, x, r).as_text(), 35)
+  assert dots, "no dot over the tokens in the lowered step"
+  assert all("f32" not in sig for sig in dots), "\n".join(s for s in dots if "f32" in s)
