@@ -18,8 +18,15 @@ from analysis.bootstrap import FamilyFit
 
 def _finish(fig, ax, path):
   ax.legend(fontsize=8)
-  # fixed margins: tight_layout took a third of the CLI's plotting time
+  # Drawing was most of the CLI's plotting time, so: fixed margins (tight_layout took a third),
+  # the title at a fixed height (placing it measures every tick label), and log axes' minor
+  # ticks at 2, 3 and 5 only (8 a decade made ~90 ticks a figure; matplotlib still labels them
+  # where an axis spans under a decade, as the loss axis does)
   fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.92)
+  ax.set_title(ax.get_title(), y=1.01)   # y given: matplotlib skips its auto-placement
+  for axis in (ax.xaxis, ax.yaxis):
+    if axis.get_scale() == "log":
+      axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 3.0, 5.0)))
   if path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
