@@ -21,8 +21,10 @@ that cannot be fitted is listed and the others are analysed.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
+from concurrent import futures
 
 import numpy as np
 
@@ -43,20 +45,48 @@ def holdout(result: bootstrap.FamilyFit) -> dict:
     return {"error": str(e)}
 
 
+def _fit_family(job):
+  """(name, (FamilyFit, its holdout check)), or (name, the AnalysisError that stopped it)."""
+  name, group, kwargs = job
+  try:
+    result = bootstrap.fit_family(group, **kwargs)
+    return name, (result, holdout(result))
+  except AnalysisError as e:
+    return name, e
+
+
+def _save_figure(job) -> None:
+  fn, fn_args, path = job
+  fn(*fn_args, path=path)
+
+
+def _map(fn, jobs: list, workers: int) -> list:
+  """``[fn(job) for job in jobs]``, in up to ``workers`` forked processes where the platform
+  forks (family fits and figures are independent and deterministic: the output does not depend
+  on ``workers``)."""
+  workers = min(workers, len(jobs))
+  if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    return [fn(job) for job in jobs]
+  with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    return list(pool.map(fn, jobs))
+
+
 def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: str = "dense",
             n_boot: int = 200, seed: int = 0, final_only: bool = False,
-            method: str = bootstrap.DEFAULT_METHOD) -> str:
-  """Everything the CLI does; returns the summary markdown. Raises AnalysisError."""
+            method: str = bootstrap.DEFAULT_METHOD, workers: int = 1) -> str:
+  """Everything the CLI does; returns the summary markdown. Raises AnalysisError. ``workers``:
+  processes fitting families and drawing figures in parallel (the CLI uses every CPU it may)."""
   loaded = runs.load_runs(dirs, family=family)
   df, excluded = runs.exclude_diverged(loaded.df)
   left_out = {**loaded.left_out, **excluded}
-  results, unfitted = {}, {}
-  for i, (name, group) in enumerate(sorted(df.groupby("family"))):
-    try:
-      results[name] = bootstrap.fit_family(group, n=n_boot, seed=seed + i, final_only=final_only,
-                                           method=method)
-    except AnalysisError as e:   # e.g. a family with one run so far: say so, fit the others
-      unfitted[name] = str(e)
+  jobs = [(name, group, {"n": n_boot, "seed": seed + i, "final_only": final_only, "method": method})
+          for i, (name, group) in enumerate(sorted(df.groupby("family")))]
+  results, holdouts, unfitted = {}, {}, {}
+  for name, outcome in _map(_fit_family, jobs, workers):
+    if isinstance(outcome, AnalysisError):   # e.g. a family with one run so far: say so, go on
+      unfitted[name] = str(outcome)
+    else:
+      results[name], holdouts[name] = outcome
   if not results:
     raise AnalysisError("no family could be fitted: " + "; ".join(unfitted.values()))
   comparisons, skipped = {}, {}
@@ -66,15 +96,16 @@ def analyse(dirs: list[str], out: str, family: str = "model.kind", reference: st
         comparisons[name] = bootstrap.compare(results[reference], r)
       except AnalysisError as e:   # e.g. frontiers that share no loss range: say so, go on
         skipped[name] = str(e)
-  holdouts = {name: holdout(r) for name, r in results.items()}
   os.makedirs(out, exist_ok=True)
-  plots.frontiers(df, results, path=os.path.join(out, "scaling.png"))
-  plots.residuals(results, path=os.path.join(out, "residuals.png"))
-  plots.exponents(results, path=os.path.join(out, "exponents.png"))
+  figures = [(plots.frontiers, (df, results), "scaling.png"),
+             (plots.residuals, (results,), "residuals.png"),
+             (plots.exponents, (results,), "exponents.png")]
   plottable = {name: c for name, c in comparisons.items()   # a degenerate fit gives no finite k
                if (np.isfinite(c["table"]["k"]) & (c["table"]["k"] > 0)).any()}
   if plottable:
-    plots.multipliers(plottable, reference, path=os.path.join(out, "multiplier.png"))
+    figures.append((plots.multipliers, (plottable, reference), "multiplier.png"))
+  _map(_save_figure, [(fn, fn_args, os.path.join(out, name)) for fn, fn_args, name in figures],
+       workers)
   text = report.summary(results, comparisons, reference, n_boot, left_out, skipped,
                         {run: why for run, why in loaded.partial.items() if run not in left_out},
                         unfitted)
@@ -103,10 +134,13 @@ def main(argv=None) -> int:
   parser.add_argument("--method", default=bootstrap.DEFAULT_METHOD, choices=sorted(bootstrap.METHODS),
                       help=f"how L(C) is fitted and resampled (default: {bootstrap.DEFAULT_METHOD}; "
                            "benchmarks/results/ci_calibration.md compares them)")
+  parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                      help="processes fitting families and drawing figures in parallel (default: the CPUs this "
+                           "process may use; results do not depend on it)")
   args = parser.parse_args(argv)
   try:
     text = analyse(args.dirs, args.out, args.family, args.reference, args.bootstrap, args.seed,
-                   args.final_only, args.method)
+                   args.final_only, args.method, args.workers)
   except AnalysisError as e:
     sys.exit(f"error: {e}")
   print(text)

@@ -88,23 +88,27 @@ class Chinchilla:
 
 
 def _log_sum_exp(terms, dterms):
-  """log sum_k exp(terms_k) and its jacobian sum_k softmax_k dterms_k ([..., N, P])."""
+  """log sum_k exp(terms_k) and its jacobian sum_k softmax_k dterms_k ([..., N, P]); a dterm
+  entry is an array or the int 0 or 1 (constant derivatives: no product is formed for them)."""
   terms = np.broadcast_arrays(*terms)
   top = np.max(terms, axis=0)
   w = [np.exp(t - top) for t in terms]
   total = sum(w)
-  d_KxNxP = [np.stack(np.broadcast_arrays(*dk), -1) for dk in dterms]   # constant in theta
-  jac = sum((wk / total)[..., None] * dk for wk, dk in zip(w, d_KxNxP))
-  return top + np.log(total), jac
+  p = [wk / total for wk in w]
+  columns = []
+  for j in range(len(dterms[0])):
+    parts = [pk * dk[j] if not isinstance(dk[j], int) else pk
+             for pk, dk in zip(p, dterms) if not isinstance(dk[j], int) or dk[j]]
+    columns.append(sum(parts[1:], parts[0]))
+  return top + np.log(total), np.stack(np.broadcast_arrays(*columns), -1)
 
 
 def power_law_log(theta_P, log_c_N):
   """log L(C) = LSE(e, a - alpha log C) and its jacobian in (e, a, alpha); ``theta`` may be
   [P, S, 1] to evaluate S parameter sets at once."""
   e, a, alpha = theta_P
-  one, zero = np.ones_like(log_c_N), np.zeros_like(log_c_N)
-  return _log_sum_exp([e + zero, a - alpha * log_c_N],
-                      [(one, zero, zero), (zero, one, -log_c_N)])
+  return _log_sum_exp([e + np.zeros_like(log_c_N), a - alpha * log_c_N],
+                      [(1, 0, 0), (0, 1, -log_c_N)])
 
 
 def chinchilla_log(theta_P, x):
@@ -112,10 +116,8 @@ def chinchilla_log(theta_P, x):
   (a, b, e, alpha, beta)."""
   a, b, e, alpha, beta = theta_P
   log_n, log_d = x
-  one, zero = np.ones_like(log_n), np.zeros_like(log_n)
-  return _log_sum_exp([a - alpha * log_n, b - beta * log_d, e + zero],
-                      [(one, zero, zero, -log_n, zero), (zero, one, zero, zero, -log_d),
-                       (zero, zero, one, zero, zero)])
+  return _log_sum_exp([a - alpha * log_n, b - beta * log_d, e + np.zeros_like(log_n)],
+                      [(1, 0, 0, -log_n, 0), (0, 1, 0, 0, -log_d), (0, 0, 1, 0, 0)])
 
 
 def power_law_grid(log_c_N, log_l_N) -> np.ndarray:

@@ -44,6 +44,12 @@ def huber(r, delta: float = HUBER_DELTA):
   return np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
 
 
+def _finite(a: np.ndarray) -> np.ndarray:
+  """``np.nan_to_num(a)``, without its copy and slow path where every entry is finite already
+  (almost always: it ran three times per solver iteration)."""
+  return a if np.isfinite(a).all() else np.nan_to_num(a)
+
+
 def _evaluate(model, theta_SxP, x, log_loss_SxN, weights_SxN, delta):
   with np.errstate(all="ignore"):
     pred_SxN, jac_SxNxP = model(theta_SxP.T[..., None], x)
@@ -53,7 +59,7 @@ def _evaluate(model, theta_SxP, x, log_loss_SxN, weights_SxN, delta):
     grad_SxP = np.matmul((c_SxN * r)[:, None, :], jac_SxNxP)[:, 0]   # batched matmul: numpy's
     # einsum runs multi-operand products as plain loops, several times slower
   bad = ~np.isfinite(value) | ~np.all(np.isfinite(grad_SxP), -1)
-  return np.where(bad, np.inf, value), np.nan_to_num(grad_SxP), np.nan_to_num(c_SxN), jac_SxNxP
+  return np.where(bad, np.inf, value), _finite(grad_SxP), _finite(c_SxN), jac_SxNxP
 
 
 def _solve_damped(m_SxPxP, g_SxP):
@@ -89,7 +95,7 @@ def minimize(model: Callable, theta0_SxP, x, log_loss_N, weights_SxN=None,
     h = np.matmul((jac_act * c[act][..., None]).transpose(0, 2, 1), jac_act)   # J^T C J
     diag = np.einsum("spp->sp", h)[:, :, None] * eye + 1e-12 * eye
     step = _solve_damped(h + damping[act, None, None] * diag, grad[act])
-    trial = theta[act] + np.nan_to_num(step)
+    trial = theta[act] + _finite(step)
     t_value, t_grad, t_c, t_jac = _evaluate(model, trial, x, y[act], w[act], delta)
     better = t_value < value[act]
     stalled = ~better & (damping[act] > 1e12)   # no step, however short, lowers it: a minimum

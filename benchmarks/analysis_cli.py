@@ -62,10 +62,14 @@ def main(argv=None) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     sweep = os.path.join(tmp, "sweep")
     write_sweep(sweep)
+    checkouts = args.checkout or ["."]
+    times = {c: [] for c in checkouts}
+    for i in range(args.repeats):   # checkouts alternate, so load drifts hit them alike
+      for checkout in checkouts:
+        times[checkout].append(time_cli(checkout, sweep, os.path.join(tmp, f"out{i}")))
     print("| checkout | wall s median [min, max] | CPU s median [min, max] |\n|---|---|---|")
-    for checkout in args.checkout or ["."]:
-      wall, cpu = np.array([time_cli(checkout, sweep, os.path.join(tmp, f"out{i}"))
-                            for i in range(args.repeats)]).T
+    for checkout in checkouts:
+      wall, cpu = np.array(times[checkout]).T
       print(f"| {checkout} | {np.median(wall):.1f} [{wall.min():.1f}, {wall.max():.1f}] | "
             f"{np.median(cpu):.1f} [{cpu.min():.1f}, {cpu.max():.1f}] |")
   print(f"\n25 runs, 300 evaluations; load average {os.getloadavg()[0]:.1f} on "
