@@ -6,7 +6,7 @@ Reads the newest ``*.xplane.pb`` under the folder (written by ``profile_steps``)
 device plane (a GPU or TPU; the host if there is none) prints: the traced span, the time some
 kernel was running (busy) and the rest (idle: host syncs, launch gaps, input waits), and the
 kernels with the most total time, each with its share of busy time and a category (matmul,
-attention, collective, copy, other fusion) read off its name.
+matmul f32, attention, collective, copy, other fusion) read off its name.
 """
 
 import argparse
@@ -25,7 +25,10 @@ CATEGORIES = (   # first match wins; names as cuBLAS/cuDNN/XLA:GPU and XLA:TPU p
 
 def category(kernel: str) -> str:
   lower = kernel.lower()
-  return next((c for c, keys in CATEGORIES if any(k in lower for k in keys)), "other fusion")
+  found = next((c for c, keys in CATEGORIES if any(k in lower for k in keys)), "other fusion")
+  if found == "matmul" and "f32f32" in lower:   # cuBLAS names its operand types: f32 x f32 GEMMs
+    return "matmul f32"                         # where bf16 was meant are worth seeing apart
+  return found
 
 
 def kernel_lines(plane):

@@ -29,6 +29,8 @@ def test_busy_is_the_union_over_streams_and_kernels_rank_by_total_time():
 def test_categories_follow_the_kernel_names():
   assert profile_summary.category("cudnn_fmha_fwd") == "attention"
   assert profile_summary.category("gemm_fusion_dot_general_12") == "matmul"
+  assert profile_summary.category("sm90_xmma_gemm_f32f32_tf32f32_f32_nt_n_tilesize128x128") == \
+      "matmul f32"
   assert profile_summary.category("all-reduce.3") == "collective"
   assert profile_summary.category("loop_transpose_fusion_24") == "copy"
   assert profile_summary.category("wrapped_convert_80") == "other fusion"
