@@ -62,10 +62,12 @@ def _save_figure(job) -> None:
 
 def _map(fn, jobs: list, workers: int) -> list:
   """``[fn(job) for job in jobs]``, in up to ``workers`` forked processes where the platform
-  forks (family fits and figures are independent and deterministic: the output does not depend
-  on ``workers``)."""
+  forks and JAX is not loaded (family fits and figures are independent and deterministic: the
+  output does not depend on ``workers``)."""
   workers = min(workers, len(jobs))
-  if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+  # forking is unsafe in a multithreaded process, which JAX makes (a notebook or test process
+  # that trained a model): run in this process there
+  if workers <= 1 or "jax" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
     return [fn(job) for job in jobs]
   with futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
     return list(pool.map(fn, jobs))
@@ -134,7 +136,8 @@ def main(argv=None) -> int:
   parser.add_argument("--method", default=bootstrap.DEFAULT_METHOD, choices=sorted(bootstrap.METHODS),
                       help=f"how L(C) is fitted and resampled (default: {bootstrap.DEFAULT_METHOD}; "
                            "benchmarks/results/ci_calibration.md compares them)")
-  parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+  parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count(),
                       help="processes fitting families and drawing figures in parallel (default: the CPUs this "
                            "process may use; results do not depend on it)")
   args = parser.parse_args(argv)

@@ -99,7 +99,7 @@ def _log_sum_exp(terms, dterms):
   for j in range(len(dterms[0])):
     parts = [pk * dk[j] if not isinstance(dk[j], int) else pk
              for pk, dk in zip(p, dterms) if not isinstance(dk[j], int) or dk[j]]
-    columns.append(sum(parts[1:], parts[0]))
+    columns.append(sum(parts[1:], parts[0]) if parts else np.zeros_like(top))
   return top + np.log(total), np.stack(np.broadcast_arrays(*columns), -1)
 
 

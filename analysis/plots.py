@@ -19,13 +19,14 @@ from analysis.bootstrap import FamilyFit
 def _finish(fig, ax, path):
   ax.legend(fontsize=8)
   # Drawing was most of the CLI's plotting time, so: fixed margins (tight_layout took a third),
-  # the title at a fixed height (placing it measures every tick label), and log axes' minor
-  # ticks at 2, 3 and 5 only (8 a decade made ~90 ticks a figure; matplotlib still labels them
-  # where an axis spans under a decade, as the loss axis does)
+  # the title at a fixed height (placing it measures every tick label), and log minor ticks at
+  # 2, 3 and 5 only on axes spanning a decade or more (8 a decade made ~90 ticks a figure);
+  # shorter log axes keep matplotlib's minor ticks, their only labelled ones
   fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.92)
   ax.set_title(ax.get_title(), y=1.01)   # y given: matplotlib skips its auto-placement
   for axis in (ax.xaxis, ax.yaxis):
-    if axis.get_scale() == "log":
+    low, high = sorted(axis.get_view_interval())
+    if axis.get_scale() == "log" and low > 0 and high >= 10 * low:
       axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 3.0, 5.0)))
   if path:
     fig.savefig(path, dpi=120)

@@ -30,9 +30,11 @@ STAGES=${*:-pallas gpt2_dense gpt2_btt gpt2_btt_pallas}
 stage() {   # stage NAME SECONDS CMD...: runs CMD with a limit, output to $OUT/NAME.log
   local name=$1 limit=$2; shift 2
   [[ " $STAGES " == *" $name "* ]] || return 1
-  local t0=$SECONDS
+  local t0=$SECONDS rc
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
-  echo "$name: rc $? in $((SECONDS - t0)) s" | tee -a "$OUT/env.txt"
+  rc=$?
+  echo "$name: rc $rc in $((SECONDS - t0)) s" | tee -a "$OUT/env.txt"
+  return $rc
 }
 
 if [ "$QUICK" = 1 ]; then
@@ -42,7 +44,8 @@ else
   stage pallas 150 $PY -m benchmarks.pallas_btt
   SIZE="steps=30"; STEPS=(--config.log_every=10 --config.microbatches=8); PROFILE=21-23
 fi
-[[ " $STAGES " == *" pallas "* ]] && cp benchmarks/results/pallas_btt_*.md benchmarks/results/pallas_btt_*.csv "$OUT/"
+# only tables this run wrote (the committed ones of other devices stay behind)
+find benchmarks/results -name 'pallas_btt_*' -newer "$OUT/env.txt" -exec cp {} "$OUT/" \;
 
 # Synthetic GPT-2 tokens: timing needs the shapes, not the text.
 $PY -c "
@@ -56,10 +59,11 @@ gpt2() {   # gpt2 NAME SECONDS CONFIG_ARG
   rm -rf "/tmp/$1"
   stage "$1" "$2" $PY -m experiments.main --config "configs/gpt2_owt.py:$3,$SIZE" --workdir "/tmp/$1" \
     --config.data.dir=/tmp/owt --config.data.eval_batches=1 --config.eval_every=1000 \
-    --config.checkpoint_every=0 --config.wandb.mode=disabled --config.profile_steps=$PROFILE "${STEPS[@]}" \
-    || return
+    --config.checkpoint_every=0 --config.wandb.mode=disabled --config.profile_steps=$PROFILE ${STEPS[@]+"${STEPS[@]}"} \
+    || return 0   # failed or not selected: no profile to summarize
   $PY -m benchmarks.profile_summary "/tmp/$1/profile" >> "$OUT/$1.log" 2>&1
 }
 gpt2 gpt2_dense 160 kind=dense
 gpt2 gpt2_btt 130 kind=btt,rank=4,width=1024
 gpt2 gpt2_btt_pallas 150 kind=btt,rank=4,width=1024,impl=pallas
+exit 0   # each stage's rc is in env.txt

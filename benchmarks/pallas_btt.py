@@ -142,12 +142,15 @@ def main():
         step = fwd_bwd(fn)
         outs[name] = step(ct, x, *params)
         seconds = median_seconds(step, (ct, x, *params), iters)
-      except Exception as e:   # noqa: BLE001 (reported in the table)
-        line = f"| {d} | {name} | failed: {type(e).__name__}: {str(e).splitlines()[0][:200]} |||||||\n"
+      except Exception as e:   # noqa: BLE001 (reported in the table and the CSV)
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}".replace("|", "/")
+        line = f"| {d} | {name} | failed: {why} ||||||\n"
         print(line, end="", flush=True)
         lines.append(line)
+        rows.append({"d": d, "layer": name, "failed": why})
         continue
-      dense_s = dense_s or seconds
+      if name == "dense":
+        dense_s = seconds
       n_params = sum(p.size for p in params)
       min_bytes = 2 * tokens * 5 * d + 4 * 3 * n_params
       tflops = 3 * flops * tokens / seconds / 1e12
@@ -156,11 +159,13 @@ def main():
       err = max_rel_err(outs[name], outs[ref]) if ref in outs else None
       pct = lambda v: "n/a" if v is None else f"{v:.0%}"
       line = (f"| {d} | {name} | {seconds * 1e3:.3f} | {tflops:.3f} | {pct(peak)} | {pct(hbm)} | "
-              f"{dense_s / seconds:.2f}x | {'' if err is None else f'{err:.1e}'} |\n")
+              f"{'n/a' if dense_s is None else f'{dense_s / seconds:.2f}x'} | "
+              f"{'' if err is None else f'{err:.1e}'} |\n")
       print(line, end="", flush=True)
       lines.append(line)
       rows.append({"d": d, "layer": name, "ms": seconds * 1e3, "tflops": tflops, "peak_frac": peak,
-                       "hbm_frac": hbm, "speedup_vs_dense": dense_s / seconds, "max_rel_err": err})
+                   "hbm_frac": hbm, "max_rel_err": err,
+                   "speedup_vs_dense": None if dense_s is None else dense_s / seconds})
   RESULTS.mkdir(exist_ok=True)
   out = RESULTS / f"pallas_btt_{device.device_kind.lower().replace(' ', '_')}"
   out.with_suffix(".md").write_text("".join(lines))

@@ -193,7 +193,7 @@ class Einsum(StructuredLinear):
     else:   # A is the identity on g (d = f = r = a = 1)
       z = x_GxBxA.reshape(*lead, f, d, r, g, b)
     if not self.has_b:   # B is the identity on f (e = r = g = b = 1)
-      return z.reshape(*lead, self.d_out).astype(jnp.float32)
+      return z.reshape(*lead, self.d_out)
     y = einsum("...fdrgb,fergb->...fed", z.astype(x.dtype), self.B[...])
     return y.reshape(*lead, self.d_out)
 

@@ -49,8 +49,8 @@ def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: tuple[int, ...],
                  cols: tuple[int, ...], d_out: int, acc: jax.Array | None = None) -> jax.Array:
   """``acc + x @ W`` for the block-sparse W, computing only the stored blocks (float32 result).
 
-  ``acc`` ([..., d_out] float32, default zeros) is what the block outputs are summed into, so
-  adding another branch costs no extra pass.
+  ``acc`` ([..., d_out], default zeros; widened to float32) is what the block outputs are summed
+  into, so adding another branch costs no extra pass.
   """
   _, b_in, b_out = blocks_KxIxO.shape
   x_NxI = x.reshape(-1, x.shape[-1])
@@ -61,7 +61,7 @@ def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: tuple[int, ...],
   y_KxNxO = einsum("kni,kio->kno", x_KxNxI, blocks_KxIxO)
   shape_CxNxO = (d_out // b_out, n, b_out)
   y_CxNxO = (jnp.zeros(shape_CxNxO, jnp.float32) if acc is None
-             else acc.reshape(n, d_out // b_out, b_out).transpose(1, 0, 2))
+             else acc.astype(jnp.float32).reshape(n, d_out // b_out, b_out).transpose(1, 0, 2))
   y_CxNxO = y_CxNxO.at[np.asarray(cols)].add(y_KxNxO, indices_are_sorted=True)
   return y_CxNxO.transpose(1, 0, 2).reshape(*x.shape[:-1], d_out)
 

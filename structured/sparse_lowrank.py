@@ -82,7 +82,7 @@ class SparseLowRank(StructuredLinear):
     y = einsum("...r,ro->...o", z, self.v[...])
     rows, cols = jnp.divmod(self.support[...], self.d_out)
     prod = (x[..., rows] * self.values[...].astype(x.dtype)).astype(jnp.float32)
-    return y.at[..., cols].add(prod)
+    return y.astype(jnp.float32).at[..., cols].add(prod)   # the sparse terms summed in float32
 
   def to_dense(self):
     return self.u[...] @ self.v[...] + self._sparse_dense()

@@ -82,10 +82,12 @@ def test_monarch_matches_the_dense_matrix(d_in, d_out, blocks):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("tokens_last", [False, True])
 def test_bmm_is_the_batched_einsum_with_float32_accumulation(tokens_last, dtype):
+  """On CPU bf16 operands are widened (a float32 result); elsewhere the result keeps the dtype."""
   t = jax.random.normal(jax.random.key(0), (3, 7, 5) if tokens_last else (3, 5, 7), dtype)
   w = jax.random.normal(jax.random.key(1), (3, 7, 4))
   got = base.bmm(t, w, tokens_last)
   expr = "bkn,bkm->bmn" if tokens_last else "bnk,bkm->bnm"
   want = jnp.einsum(expr, t.astype(jnp.float32), w.astype(dtype).astype(jnp.float32))
-  assert got.dtype == jnp.float32
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert got.dtype == (jnp.float32 if jax.default_backend() == "cpu" else dtype)
+  np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=1e-5 if got.dtype == jnp.float32
+                             else 1e-2, atol=1e-5 if got.dtype == jnp.float32 else 1e-2)
