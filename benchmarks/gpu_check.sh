@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The accelerator checks in one script (one short device lease): Pallas BTT / block-sparse vs XLA,
-# and GPT-2 small (configs/gpt2_owt.py, synthetic tokens) dense and BTT: tokens/s, MFU, and where
+# GPT-2 small (configs/gpt2_owt.py, synthetic tokens) dense and BTT: tokens/s, MFU, and where
 # the device time goes (a profile of three steps, summarized by benchmarks/profile_summary.py at
-# the end of each run's log).
+# the end of each run's log), and the compile time of the step, scanned or not.
 #
 #   OUT=results_dir bash benchmarks/gpu_check.sh          # on a GPU/TPU machine
 #   OUT=/tmp/check QUICK=1 bash benchmarks/gpu_check.sh   # CPU rehearsal: tiny sizes, interpreted kernels
 #   OUT=dir bash benchmarks/gpu_check.sh gpt2_dense        # only the named stages (a rerun)
+#
+# Stages: pallas, gpt2_dense, gpt2_btt, gpt2_btt_pallas, compile (scanned vs unrolled compile
+# time). On an H200 the first four took 1-2.5 min each (benchmarks/results/gpu_h200.md), so
+# them do not all fit in one 10-minute call, so name a subset per call.
 #
 # Each stage has its own time limit, so one that hangs or fails leaves the others' results. Python
 # packages the machine lacks can be put as wheels in .whl/ (installed under /tmp/site first).
@@ -26,7 +30,7 @@ fi
   $PY -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 } > "$OUT/env.txt" 2>&1
 
-STAGES=${*:-pallas gpt2_dense gpt2_btt gpt2_btt_pallas}
+STAGES=${*:-pallas gpt2_dense gpt2_btt gpt2_btt_pallas compile}
 stage() {   # stage NAME SECONDS CMD...: runs CMD with a limit, output to $OUT/NAME.log
   local name=$1 limit=$2; shift 2
   [[ " $STAGES " == *" $name "* ]] || return 1
@@ -66,4 +70,11 @@ gpt2() {   # gpt2 NAME SECONDS CONFIG_ARG
 gpt2 gpt2_dense 160 kind=dense
 gpt2 gpt2_btt 130 kind=btt,rank=4,width=1024
 gpt2 gpt2_btt_pallas 150 kind=btt,rank=4,width=1024,impl=pallas
+
+# Does model.scan_layers pay on this backend? (the table is at the end of compile.log)
+if [ "$QUICK" = 1 ]; then
+  stage compile 300 $PY -m benchmarks.compile_time --depths 1,2 --repeats 1 --out /tmp/compile_time
+else
+  stage compile 180 $PY -m benchmarks.compile_time --depths 2,12 --repeats 1 --out /tmp/compile_time
+fi
 exit 0   # each stage's rc is in env.txt
