@@ -10,7 +10,7 @@
 #
 # Stages: pallas, gpt2_dense, gpt2_btt, gpt2_btt_pallas, compile (scanned vs unrolled compile
 # time). On an H200 the first four took 1-2.5 min each (benchmarks/results/gpu_h200.md), so
-# them do not all fit in one 10-minute call, so name a subset per call.
+# they do not all fit in one 10-minute call: name a subset per call.
 #
 # Each stage has its own time limit, so one that hangs or fails leaves the others' results. Python
 # packages the machine lacks can be put as wheels in .whl/ (installed under /tmp/site first).
