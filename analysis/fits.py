@@ -67,8 +67,9 @@ class Chinchilla:
   starts: np.ndarray | None = dataclasses.field(default=None, repr=False)  # local optima, [K, P]
 
   def loss(self, n_params, n_data):
-    return (_col(self.E) + _col(self.A) * np.asarray(n_params, float) ** -_col(self.alpha)
-            + _col(self.B) * np.asarray(n_data, float) ** -_col(self.beta))
+    with np.errstate(invalid="ignore", over="ignore"):   # a degenerate draw's term: nan, said elsewhere
+      return (_col(self.E) + _col(self.A) * np.asarray(n_params, float) ** -_col(self.alpha)
+              + _col(self.B) * np.asarray(n_data, float) ** -_col(self.beta))
 
   def compute_optimal(self, compute, flops_per_param_datum: float = 6.0):
     """(N_opt, D_opt) minimising L under C = 6 N D (Hoffmann et al., eq. 4)."""

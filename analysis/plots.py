@@ -4,6 +4,7 @@ it to ``path`` when given. Uses the Agg backend unless a display backend is alre
 from __future__ import annotations
 
 import os
+import warnings
 
 import matplotlib
 
@@ -47,7 +48,9 @@ def frontiers(df: pd.DataFrame, results: dict[str, FamilyFit], x: str = "flops",
     grid = np.geomspace(points[x].min(), points[x].max(), 200)
     ax.plot(grid, r.fit.loss(grid), color=color,
             label=f"{family}: alpha={r.fit.alpha:.3g}, E={r.fit.E:.3g}")
-    lo, hi = np.nanpercentile(r.draws.loss(grid), [2.5, 97.5], axis=0)
+    with warnings.catch_warnings():   # a grid point where every draw is degenerate: no band there
+      warnings.simplefilter("ignore", RuntimeWarning)
+      lo, hi = np.nanpercentile(r.draws.loss(grid), [2.5, 97.5], axis=0)
     ax.fill_between(grid, lo, hi, color=color, alpha=0.15, lw=0)
   ax.set(xscale="log", yscale="log", xlabel="training compute (FLOPs)",
          ylabel=y.replace("_", " "), title="compute frontier and fit L(C) = E + A C^-alpha")
