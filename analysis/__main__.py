@@ -136,10 +136,10 @@ def main(argv=None) -> int:
   parser.add_argument("--method", default=bootstrap.DEFAULT_METHOD, choices=sorted(bootstrap.METHODS),
                       help=f"how L(C) is fitted and resampled (default: {bootstrap.DEFAULT_METHOD}; "
                            "benchmarks/results/ci_calibration.md compares them)")
-  parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count(),
-                      help="processes fitting families and drawing figures in parallel (default: the CPUs this "
-                           "process may use; results do not depend on it)")
+  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  parser.add_argument("--workers", type=int, default=cpus,
+                      help="processes fitting families and drawing figures in parallel (default: "
+                           "the CPUs this process may use; results do not depend on it)")
   args = parser.parse_args(argv)
   try:
     text = analyse(args.dirs, args.out, args.family, args.reference, args.bootstrap, args.seed,

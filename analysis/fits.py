@@ -67,7 +67,7 @@ class Chinchilla:
   starts: np.ndarray | None = dataclasses.field(default=None, repr=False)  # local optima, [K, P]
 
   def loss(self, n_params, n_data):
-    with np.errstate(invalid="ignore", over="ignore"):   # a degenerate draw's term: nan, said elsewhere
+    with np.errstate(invalid="ignore", over="ignore"):   # a degenerate draw's term: nan
       return (_col(self.E) + _col(self.A) * np.asarray(n_params, float) ** -_col(self.alpha)
               + _col(self.B) * np.asarray(n_data, float) ** -_col(self.beta))
 

@@ -20,15 +20,14 @@ import subprocess
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from benchmarks.train_step import bench_config, spec_and_batch
 from experiments import config
 from experiments.train import optim, step as steps
 from models import factory
-
-import numpy as np
-import jax.numpy as jnp
 
 
 def compile_seconds(depth: int, scan: bool, repeats: int) -> list[float]:

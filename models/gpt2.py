@@ -2,8 +2,9 @@
 
 Options: QK-LayerNorm, weight tying (head = embedding^T), biases, nanoGPT-style dropout
 (embedding and every residual branch output), a compute dtype (params stay float32; logits
-come back float32, rounded to the compute dtype first, tied or untied), a depth-muP ``branch_scale`` and ``scan_layers`` (the blocks run as one
-scanned block, ``models.layers.run_blocks``). Attention logits are scaled by
+come back float32, rounded to the compute dtype first, tied or untied), a depth-muP
+``branch_scale`` and ``scan_layers`` (the blocks run as one scanned block,
+``models.layers.run_blocks``). Attention logits are scaled by
 ``logit_scale`` (muP: 1/d_head; standard: 1/sqrt(d_head)). Every projection comes from the
 linear factory, so attention, FFN and head can each be structured.
 """
