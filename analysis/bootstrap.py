@@ -201,7 +201,8 @@ def compare(reference: FamilyFit, family: FamilyFit, losses=None, level: float =
   """Compute multiplier vs ``reference`` and the exponent difference, with bootstrap CIs.
 
   ``losses`` default: 9 values log-spaced over the observed overlap; each must lie in it.
-  Returns k and its CI per loss (``at_best`` = the best loss both reach), and
+  Returns k and its CI per loss (``at_best`` = the best loss both reach), k measured on the two
+  frontiers at the same losses (log-log interpolation: the data's answer beside the fit's), and
   delta_alpha = alpha_family - alpha_reference with its CI.
   """
   lo, hi = overlap(reference, family)
@@ -214,14 +215,16 @@ def compare(reference: FamilyFit, family: FamilyFit, losses=None, level: float =
     raise AnalysisError(f"multiplier asked outside the shared loss range [{lo:.4g}, {hi:.4g}]")
   k_draws_BxL = multiplier(reference.draws, family.draws, losses)
   cis = [interval(k, level) for k in k_draws_BxL.T]
+  def measured(loss):
+    return (frontier.compute_to_reach(reference.front, loss) /
+            frontier.compute_to_reach(family.front, loss))
   table = pd.DataFrame({"loss": losses, "k": multiplier(reference.fit, family.fit, losses),
-                        "k_lo": [c[0] for c in cis], "k_hi": [c[1] for c in cis]})
+                        "k_lo": [c[0] for c in cis], "k_hi": [c[1] for c in cis],
+                        "k_measured": [measured(loss) for loss in losses]})
   k_best = multiplier(reference.fit, family.fit, lo)
   k_best_ci = interval(multiplier(reference.draws, family.draws, lo), level)
   d_alpha = family.draws.alpha - reference.draws.alpha
-  measured = (frontier.compute_to_reach(reference.front, lo) /
-              frontier.compute_to_reach(family.front, lo))
-  return {"table": table, "best_loss": lo, "k_at_best": float(k_best), "k_measured": float(measured),
+  return {"table": table, "best_loss": lo, "k_at_best": float(k_best), "k_measured": measured(lo),
           "k_at_best_ci": k_best_ci, "headline": headline(reference, family, table, lo, k_best_ci),
           "delta_alpha": float(family.fit.alpha - reference.fit.alpha),
           "delta_alpha_ci": interval(d_alpha, level)}

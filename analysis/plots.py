@@ -58,12 +58,14 @@ def frontiers(df: pd.DataFrame, results: dict[str, FamilyFit], x: str = "flops",
 
 
 def multipliers(comparisons: dict[str, dict], reference: str, path: str | None = None):
-  """Compute multiplier k(L) = C_reference(L) / C_family(L) with its 95% band, vs loss."""
+  """Compute multiplier k(L) = C_reference(L) / C_family(L), fitted with its 95% band (line) and
+  measured on the two frontiers (crosses), vs loss."""
   fig, ax = plt.subplots(figsize=(6, 4))
   for i, (family, c) in enumerate(sorted(comparisons.items())):
     t = c["table"][np.isfinite(c["table"]["k"]) & (c["table"]["k"] > 0)]
     ax.plot(t["loss"], t["k"], color=f"C{i}", marker="o", ms=3, label=family)
     ax.fill_between(t["loss"], t["k_lo"], t["k_hi"], color=f"C{i}", alpha=0.15, lw=0)
+    ax.plot(c["table"]["loss"], c["table"]["k_measured"], color=f"C{i}", marker="x", ls="none")
   ax.axhline(1, color="gray", lw=0.8, ls="--")
   ax.set(xscale="log", yscale="log", xlabel="target loss L", ylabel=f"k = C_{reference} / C_family",
          title=f"compute multiplier vs {reference} (observed loss range)")

@@ -79,7 +79,8 @@ def fit_report(results: dict[str, bootstrap.FamilyFit], comparisons: dict[str, d
   for family, c in sorted(comparisons.items()):
     lines += ["", f"## {family} vs {reference}", "",
               f"alpha_{family} - alpha_{reference} = {_ci(c['delta_alpha'], c['delta_alpha_ci'])}",
-              "", "Compute multiplier inside the loss range both frontiers observed:", "",
+              "", "Compute multiplier inside the loss range both frontiers observed (k fitted, its "
+              "95% interval, and k measured on the two frontiers):", "",
               c["table"].to_markdown(index=False, floatfmt=".4g")]
   lines += ["", "## Hold-out extrapolation", "",
             "Fit on frontier points up to the largest run's predecessor's compute, scored on the "

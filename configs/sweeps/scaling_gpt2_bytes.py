@@ -10,10 +10,9 @@ Stages (``--sweep_arg``): 'lr' = dense at the muP base width (128) over a factor
 'lr=<value>' = dense, low_rank, btt, monarch and kronecker at 5 widths each (depth 2), the tuned
 lr transferred to every width and family; ',quick' shortens everything to seconds (tests), 2
 widths per family. 600 steps of 32 x 128 bytes, 10 evaluations along each cosine schedule (the
-frontier uses them, as the paper's figure does). Sized from benchmarks/results/gpt2_bytes_cpu.md
-(dense width 128, depth 4, 900 steps: 340 s on one core) at about 30 runs x 1-4 min; observed
-with --workers 2 on 2 shared cores: 4-5 min a run at width 64, 12-17 min at 128, so the whole
-study takes several hours (benchmarks/results/scaling_gpt2_bytes/README.md).
+frontier uses them, as the paper's figure does). Observed cost with --workers 2 on 2 idle
+cores: lr stage 400 s, the 25 study runs 33 min, 39 min in all
+(benchmarks/results/scaling_gpt2_bytes/README.md).
 """
 
 from configs.sweeps import scaling_study

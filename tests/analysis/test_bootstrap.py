@@ -22,8 +22,21 @@ def test_multiplier_recovers_k0(tmp_path, sigma):
   lo, hi = out["k_at_best_ci"]
   assert lo <= 4.0 * (1 + 1e-9) and hi >= 4.0 * (1 - 1e-9)
   assert out["table"]["k"].to_numpy() == pytest.approx(4.0, rel=0.02)   # shared alpha: constant k
+  assert out["table"]["k_measured"].iloc[0] == out["k_measured"]   # the table starts at L*
   d_lo, d_hi = out["delta_alpha_ci"]
   assert d_lo <= 1e-9 and d_hi >= -1e-9
+
+
+def test_measured_multiplier_follows_the_frontiers(tmp_path):
+  """A family whose every evaluation is dense's at a quarter of the compute: k = 4 measured on
+  the frontiers at every loss, whatever shape the frontier has."""
+  df = runs.load([str(write_sweep(tmp_path, widths=5))])
+  dense_df = df[df.family == "dense"]
+  cheap_df = dense_df.assign(family="cheap", flops=dense_df["flops"] / 4)
+  dense, cheap = (bootstrap.fit_family(d, n=20) for d in (dense_df, cheap_df))
+  out = bootstrap.compare(dense, cheap)
+  assert out["table"]["k_measured"].to_numpy() == pytest.approx(4.0, rel=1e-9)
+  assert out["table"]["k"].to_numpy() == pytest.approx(4.0, rel=1e-3)
 
 
 def test_multiplier_only_inside_the_shared_loss_range(tmp_path):
