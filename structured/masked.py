@@ -4,10 +4,15 @@ the block-sparse storage and contraction shared by block_sparse.py and pixelfly.
 
 A block-sparse W[d_in, d_out] is tiled by b x b blocks on an [n_in, n_out] block grid
 (n_in = d_in / b, n_out = d_out / b). Only its K kept blocks are stored, as ``blocks[K, b, b]``
-with static Python block coordinates ``rows`` (input block) and ``cols`` (output block), sorted
-by (col, row); pallas_kernels/block_sparse takes the same (blocks, rows, cols). The contraction gathers the K input
-blocks, runs one batched matmul and sums the K partial outputs into their output blocks:
-2 K b^2 multiply-add FLOPs plus K b adds for that sum, per token.
+with block coordinates ``rows`` (input block) and ``cols`` (output block): static Python tuples
+sorted by (col, row) (pixelfly; pallas_kernels/block_sparse takes the same), or int32 arrays
+(block_sparse keeps them in a ``Coords`` variable so its mask can move). The contraction gathers
+the K input blocks, runs one batched matmul and sums the K partial outputs into their output
+blocks: 2 K b^2 multiply-add FLOPs plus K b adds for that sum, per token.
+
+A mask moves on a layer that stores only its kept blocks (``MaskSpec.slots``) through its dense
+view: the algorithms see ``to_dense`` and the grid, and ``to_slots`` writes their new mask back
+into the same K slots (kept blocks stay in place, grown ones take the freed slots at 0).
 """
 
 import dataclasses
@@ -24,6 +29,19 @@ from structured.base import StructureError, check_int, einsum
 class Mask(nnx.Variable):
   """A static boolean sparsity mask kept as state (checkpointed, sharded), never trained: not a
   Param, so optimizers and parameter counts skip it."""
+
+
+class Coords(nnx.Variable):
+  """int32 [K, 2] (row, col) block coordinates of a slot-stored layer's K blocks: state like
+  ``Mask`` (checkpointed, sharded, never trained), moved by experiments/sparsity."""
+
+
+Ids = tuple[int, ...] | jax.Array   # block coordinates: static, or traced int32 [K]
+
+
+def _index(ids: Ids):
+  """Static tuples as numpy (constant indices), traced coordinates as they are."""
+  return np.asarray(ids, np.int32) if isinstance(ids, tuple) else ids
 
 
 def check_block(kind: str, d_in: int, d_out: int, block: int) -> int:
@@ -45,8 +63,8 @@ def coords(mask_IxO: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
   return tuple(int(r) for r in rows), tuple(int(c) for c in cols)
 
 
-def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: tuple[int, ...],
-                 cols: tuple[int, ...], d_out: int, acc: jax.Array | None = None) -> jax.Array:
+def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: Ids,
+                 cols: Ids, d_out: int, acc: jax.Array | None = None) -> jax.Array:
   """``acc + x @ W`` for the block-sparse W, computing only the stored blocks (float32 result).
 
   ``acc`` ([..., d_out], default zeros; widened to float32) is what the block outputs are summed
@@ -57,28 +75,28 @@ def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: tuple[int, ...],
   n = x_NxI.shape[0]
   # block-major layout: the batched dot has its batch dim leading on both operands, the form
   # every backend runs (XLA:CPU's eager bf16 x bf16 -> f32 batched dot rejects n k i, k i o)
-  x_KxNxI = x_NxI.reshape(n, -1, b_in).transpose(1, 0, 2)[np.asarray(rows)]
+  x_KxNxI = x_NxI.reshape(n, -1, b_in).transpose(1, 0, 2)[_index(rows)]
   y_KxNxO = einsum("kni,kio->kno", x_KxNxI, blocks_KxIxO)
   shape_CxNxO = (d_out // b_out, n, b_out)
   y_CxNxO = (jnp.zeros(shape_CxNxO, jnp.float32) if acc is None
              else acc.astype(jnp.float32).reshape(n, d_out // b_out, b_out).transpose(1, 0, 2))
-  y_CxNxO = y_CxNxO.at[np.asarray(cols)].add(y_KxNxO, indices_are_sorted=True)
+  y_CxNxO = y_CxNxO.at[_index(cols)].add(y_KxNxO, indices_are_sorted=isinstance(cols, tuple))
   return y_CxNxO.transpose(1, 0, 2).reshape(*x.shape[:-1], d_out)
 
 
-def to_dense(blocks_KxIxO: jax.Array, rows: tuple[int, ...], cols: tuple[int, ...],
+def to_dense(blocks_KxIxO: jax.Array, rows: Ids, cols: Ids,
              d_in: int, d_out: int) -> jax.Array:
   """The [d_in, d_out] matrix: the stored blocks scattered into zeros."""
   _, b_in, b_out = blocks_KxIxO.shape
   grid = jnp.zeros((d_in // b_in, d_out // b_out, b_in, b_out), blocks_KxIxO.dtype)
-  grid = grid.at[np.asarray(rows), np.asarray(cols)].set(blocks_KxIxO)
+  grid = grid.at[_index(rows), _index(cols)].set(blocks_KxIxO)
   return grid.transpose(0, 2, 1, 3).reshape(d_in, d_out)
 
 
-def gather(w_IxO: jax.Array, rows: tuple[int, ...], cols: tuple[int, ...], block: int) -> jax.Array:
+def gather(w_IxO: jax.Array, rows: Ids, cols: Ids, block: int) -> jax.Array:
   """The [K, b, b] blocks of a dense matrix at (rows, cols)."""
   grid = w_IxO.reshape(w_IxO.shape[0] // block, block, w_IxO.shape[1] // block, block)
-  return grid.transpose(0, 2, 1, 3)[np.asarray(rows), np.asarray(cols)]
+  return grid.transpose(0, 2, 1, 3)[_index(rows), _index(cols)]
 
 
 def block_norms(w_IxO: jax.Array, block: int) -> np.ndarray:
@@ -108,17 +126,42 @@ def effective_fans(nnz: int, d_in: int, d_out: int) -> tuple[int, int]:
 class MaskSpec:
   """How a layer's boolean mask gates its weight, what the mask-update algorithms need to know.
 
-  ``weight``: attribute of the dense [d_in, d_out] Param the mask gates (the ``Mask`` variable
-  is ``layer.mask``, shape [d_in // block, d_out // block]); ``block``: side of the square of
-  weights one mask entry covers; ``n_m``: (n, m) when every m consecutive entries along d_in
-  must keep exactly n, else None; ``movable``: whether the mask may change during training
-  (False for families that store only the kept entries at static positions).
+  ``weight``: attribute of the Param the mask gates: the dense [d_in, d_out] weight (the
+  ``Mask`` variable is ``layer.mask``, shape [d_in // block, d_out // block]), or with ``slots``
+  the [K, block, block] kept blocks at ``layer.coords`` (a ``Coords`` variable; the mask is
+  their grid, so K, the density, is fixed); ``block``: side of the square of weights one mask
+  entry covers; ``n_m``: (n, m) when every m consecutive entries along d_in must keep exactly
+  n, else None; ``movable``: whether the mask may change during training (False for families
+  that store only the kept entries at static positions).
   """
 
   weight: str
   block: int = 1
   n_m: tuple[int, int] | None = None
   movable: bool = True
+  slots: bool = False
+
+
+def grid(rows: Ids, cols: Ids, shape: tuple[int, int]) -> jax.Array:
+  """The boolean [n_in, n_out] block mask of K block coordinates (traceable)."""
+  return jnp.zeros(shape, bool).at[_index(rows), _index(cols)].set(True)
+
+
+def to_slots(w_IxO: jax.Array, mask_grid: jax.Array, coords_Kx2: jax.Array, block: int):
+  """(blocks, coords, changed) storing a new K-block mask in the K slots of ``coords_Kx2``.
+
+  Slots whose block is still kept stay in place; the newly kept blocks (row-major order) take
+  the freed slots in slot order. ``mask_grid`` must keep exactly K blocks (drop and grow swap
+  as many). Blocks are read from ``w_IxO``; ``changed`` ([K, block, block]) marks freed slots.
+  """
+  kept_K = mask_grid[coords_Kx2[:, 0], coords_Kx2[:, 1]]
+  new_cells = mask_grid & ~grid(coords_Kx2[:, 0], coords_Kx2[:, 1], mask_grid.shape)
+  new_flat = jnp.nonzero(new_cells.reshape(-1), size=kept_K.size, fill_value=0)[0]
+  rank_K = jnp.cumsum(~kept_K) - 1   # a freed slot's rank among the freed ones
+  new_Kx2 = jnp.stack(jnp.divmod(new_flat[rank_K], mask_grid.shape[1]), axis=1)
+  coords_Kx2 = jnp.where(kept_K[:, None], coords_Kx2, new_Kx2.astype(coords_Kx2.dtype))
+  blocks = gather(w_IxO, coords_Kx2[:, 0], coords_Kx2[:, 1], block)
+  return blocks, coords_Kx2, jnp.broadcast_to(~kept_K[:, None, None], blocks.shape)
 
 
 def live_count(layer: nnx.Module) -> int:

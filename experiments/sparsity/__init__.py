@@ -1,5 +1,10 @@
 """Sparse training whose masks move: the method chosen by ``sparsity.method`` (one module each),
-run through the mask interface of structured/masked.py on 'sparse' and 'nm_sparse' layers.
+run through the mask interface of structured/masked.py on 'sparse', 'nm_sparse' and
+'block_sparse' layers. The methods work on a dense weight and its mask grid; a slot-stored
+layer (block_sparse: only its K kept blocks, at coordinates that are state) is moved through its
+dense view, on update steps only, and its new mask written back into the same K slots
+(``masked.to_slots``), so its compute stays sparse and K fixed (static and SET; plan.py says
+why GMP, SPDF and RigL need kind 'sparse').
 
 Three entry points:
   - ``prepare(config, model)`` (at build, before muP init and the optimizer): the plan, each
@@ -68,7 +73,8 @@ def update(model: nnx.Module, optimizer: nnx.Optimizer, grads, plan: plans.Plan 
   method, sched = METHODS[plan.schedule.method], plan.schedule
   layers = masked.masked_layers(model)
   step = optimizer.step[...].astype(jnp.int32) + 1   # the step being taken, 1-based
-  weights = {lp.path + (lp.weight,): (lp, layers[lp.path]) for lp in plan.layers}
+  # slot-stored layers hold only kept weights: their gradient needs no masking
+  weights = {lp.path + (lp.weight,): (lp, layers[lp.path]) for lp in plan.layers if not lp.slots}
   dense_grads = _by_path(grads)
   optimizer.update(model, _map_paths(grads, {
       key: lambda g, lp=lp, layer=layer: method.grad(getattr(layer, lp.weight)[...],
@@ -79,15 +85,35 @@ def update(model: nnx.Module, optimizer: nnx.Optimizer, grads, plan: plans.Plan 
   changed = {}
   for number, lp in enumerate(plan.layers):
     layer, key = layers[lp.path], lp.path + (lp.weight,)
-    w, mask = getattr(layer, lp.weight), layer.mask
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(sched.seed), step), number)
-    new_w, new_mask = jax.lax.cond(
-        is_update, lambda *args, lp=lp: method.update(*args, lp, sched),
-        lambda w, mask, *_: (w, mask), w[...], mask[...], dense_grads[key], index, rng)
-    changed[key] = masked.expand(new_mask != mask[...], lp.block)
-    w[...], mask[...] = new_w, new_mask
+    changed[key] = _move(layer, lp, method, sched, is_update,
+                         None if lp.slots else dense_grads[key], index, rng)
   if method.RESET_MOMENTS:
     _reset_moments(optimizer, changed)
+
+
+def _move(layer, lp: plans.LayerPlan, method, sched, is_update, g, index, rng) -> jax.Array:
+  """Applies ``method.update`` to ``layer``'s weight and mask when ``is_update`` (``lax.cond``);
+  returns which entries of the weight changed (the weight's shape)."""
+  w, state = getattr(layer, lp.weight), layer.coords if lp.slots else layer.mask
+  grid_shape = (layer.d_in // lp.block, layer.d_out // lp.block)
+
+  def moved(w, state, g, u, key):
+    if not lp.slots:
+      new_w, new_mask = method.update(w, state, g, u, key, lp, sched)
+      return new_w, new_mask, masked.expand(new_mask != state, lp.block)
+    rows, cols = state[:, 0], state[:, 1]
+    dense_w = masked.to_dense(w, rows, cols, layer.d_in, layer.d_out)
+    new_w, new_mask = method.update(dense_w, masked.grid(rows, cols, grid_shape), g, u, key, lp,
+                                    sched)
+    return masked.to_slots(new_w, new_mask, state, lp.block)
+
+  def same(w, state, *_):
+    return w, state, jnp.zeros(w.shape, bool)
+
+  w[...], state[...], changed = jax.lax.cond(is_update, moved, same, w[...], state[...], g,
+                                             index, rng)
+  return changed
 
 
 def _reset_moments(optimizer: nnx.Optimizer, changed: dict[tuple, jax.Array]) -> None:

@@ -15,6 +15,9 @@ from experiments.sparsity.schedule import Schedule, layer_densities
 from structured import masked
 
 MOVING = ("gmp", "set", "rigl", "srste", "spdf")   # methods that change masks during training
+# why a method cannot keep a slot-stored layer's K blocks (MaskSpec.slots)
+NOT_SLOTS = {"gmp": "changes how many blocks are kept", "spdf": "lifts the mask to dense",
+             "rigl": "regrows by the dense gradient, which it never computes"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,7 @@ class LayerPlan:
   cells: int                         # mask entries
   kept: int                          # mask entries kept at the target density
   counts: tuple[int, ...]            # per update: GMP keeps, SET/RigL swaps (drop = grow)
+  slots: bool = False                # the weight is the K kept blocks (MaskSpec.slots)
 
   def count(self, update_index) -> jax.Array:
     """``counts[update_index]`` for a traced index (inside the jitted step)."""
@@ -56,6 +60,15 @@ class Plan:
 def _check(method: str, layers: dict) -> None:
   for path, layer in layers.items():
     spec, where = layer.mask_spec(), "/".join(map(str, path))
+    if spec.slots and method in NOT_SLOTS:
+      raise ConfigError(f"sparsity.method='{method}' {NOT_SLOTS[method]}, but layer {where} "
+                        f"({layer.kind}) stores exactly its K kept blocks; use kind='sparse', "
+                        f"block={spec.block} for '{method}' with block masks, or method 'static' "
+                        f"or 'set' on {layer.kind}")
+    if method in MOVING and spec.slots and not spec.movable:
+      raise ConfigError(f"sparsity.method='{method}' moves masks, but layer {where} "
+                        f"({layer.kind}, impl={layer.impl!r}) takes static block coordinates; "
+                        f"use impl='xla', or method 'static'")
     if method in MOVING and not spec.movable:
       raise ConfigError(f"sparsity.method='{method}' moves masks, but layer {where} "
                         f"({layer.kind}) stores its entries at fixed positions; use kind 'sparse' "
@@ -106,5 +119,6 @@ def make(schedule: Schedule | None, model: nnx.Module) -> Plan | None:
                      for t in update_steps)
     else:
       counts = ()
-    plans.append(LayerPlan(path, spec.weight, spec.block, spec.n_m, n_cells, kept, counts))
+    plans.append(LayerPlan(path, spec.weight, spec.block, spec.n_m, n_cells, kept, counts,
+                           spec.slots))
   return Plan(schedule, tuple(plans), first, last, every)

@@ -52,7 +52,7 @@ class _One(nnx.Module):
 
 
 @pytest.mark.parametrize("kind,hparams,method,message", [
-    ("block_sparse", dict(block=4), "rigl", "stores its entries at fixed positions; use kind 'sparse'"),
+    ("sparse_lowrank", {}, "rigl", "stores its entries at fixed positions; use kind 'sparse'"),
     ("nm_sparse", {}, "set", "keeps 2:4; for N:M use 'srste'"),
     ("sparse", {}, "srste", "sparsity.method='srste' is for N:M layers"),
     ("dense", {}, "gmp", "needs masked layers, but the model has none"),

@@ -1,0 +1,130 @@
+"""block_sparse's mask moves at fixed K (its coordinates are state): the contraction with traced
+coordinates, SET against the same update on a ``sparse`` block-mask layer, and the methods that
+cannot keep K blocks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import structured
+from experiments import sparsity
+from experiments.errors import ConfigError
+from experiments.train import checkpoint
+from structured import masked
+from tests.sparsity.test_methods import Two, _config
+
+B = 4   # block side: Two's 16x32 and 32x8 layers have 4x8 and 8x2 block grids
+
+
+def _dense_ref(blocks, coords, d_in, d_out):
+  w = np.zeros((d_in, d_out), np.float32)
+  for (r, c), blk in zip(np.asarray(coords), np.asarray(blocks)):
+    w[r * B:(r + 1) * B, c * B:(c + 1) * B] = blk
+  return w
+
+
+def test_traced_coordinates_contract_like_the_dense_matrix():
+  layer = structured.make("block_sparse", 16, 32, rngs=nnx.Rngs(0), block=B, density=0.25)
+  layer.coords[...] = jnp.asarray([[3, 0], [0, 7], [1, 2], [3, 5], [0, 0], [2, 2], [1, 6], [2, 1]],
+                                  jnp.int32)   # unsorted, as after a move
+  np.testing.assert_array_equal(layer.to_dense(),
+                                _dense_ref(layer.blocks[...], layer.coords[...], 16, 32))
+  x = jax.random.normal(jax.random.key(0), (5, 16))
+  loss = nnx.jit(lambda l: jnp.sum(jnp.sin(l(x))))
+  want = lambda w: jnp.sum(jnp.sin(x @ w))
+  np.testing.assert_allclose(loss(layer), want(layer.to_dense()), rtol=1e-6)
+  g_blocks = nnx.jit(nnx.grad(lambda l: jnp.sum(jnp.sin(l(x)))))(layer)["blocks"][...]
+  g_dense = jax.grad(want)(layer.to_dense())
+  rows, cols = layer.coords[...][:, 0], layer.coords[...][:, 1]
+  np.testing.assert_allclose(g_blocks, masked.gather(g_dense, rows, cols, B), rtol=1e-5, atol=1e-6)
+
+
+def test_to_slots_keeps_surviving_blocks_in_place_and_fills_freed_slots_at_zero():
+  coords = jnp.asarray([[0, 0], [0, 1], [1, 1]], jnp.int32)
+  w = jnp.arange(1.0, 17.0).reshape(4, 4)   # 2x2 blocks of side 2
+  mask = jnp.asarray([[True, False], [True, True]])   # (0, 1) dropped, (1, 0) grown
+  w = jnp.where(masked.expand(mask, 2), w, 0.0).at[2:, :2].set(0.0)   # grown blocks are 0
+  blocks, new, changed = masked.to_slots(w, mask, coords, 2)
+  assert np.asarray(new).tolist() == [[0, 0], [1, 0], [1, 1]]
+  assert np.asarray(changed[:, 0, 0]).tolist() == [False, True, False]
+  np.testing.assert_array_equal(blocks[0], [[1, 2], [5, 6]])
+  np.testing.assert_array_equal(blocks[1], 0)
+  np.testing.assert_array_equal(blocks[2], [[11, 12], [15, 16]])
+
+
+@nnx.jit(static_argnames="plan")
+def _step(model, optimizer, x, plan):
+  grads = nnx.grad(lambda m: jnp.mean((m(x) - 1.0) ** 2))(model)
+  sparsity.update(model, optimizer, grads, plan)
+
+
+def _models(method="set"):
+  """A block_sparse model and a ``sparse`` block model set to the same masks and weights."""
+  config = _config(method, steps=8, delta_t=1)   # updates every step: the first at step 1
+  bs, sp = Two("block_sparse", block=B), Two("sparse", block=B)
+  plan_bs, plan_sp = sparsity.prepare(config, bs), sparsity.prepare(config, sp)
+  for a, b in ((bs.a, sp.a), (bs.b, sp.b)):
+    b.mask[...], b.w[...] = a.live_mask(), a.to_dense()
+  opt = lambda m: nnx.Optimizer(m, optax.adam(0.0), wrt=nnx.Param)   # lr 0: weights hold still
+  return (bs, opt(bs), plan_bs), (sp, opt(sp), plan_sp)
+
+
+def test_set_on_block_sparse_drops_the_smallest_blocks_and_matches_sparse_blocks():
+  (bs, bs_opt, plan), (sp, sp_opt, sp_plan) = _models()
+  x = jax.random.normal(jax.random.key(0), (8, 16))
+  before = [(np.asarray(l.coords[...]), np.asarray(l.blocks[...])) for l in (bs.a, bs.b)]
+  _step(bs, bs_opt, x, plan)
+  _step(sp, sp_opt, x, sp_plan)
+  for (coords, blocks), layer, lp, other in zip(before, (bs.a, bs.b), plan.layers, (sp.a, sp.b)):
+    n, new = lp.counts[0], np.asarray(layer.coords[...])
+    assert n > 0 and layer.n_kept == lp.kept == len(new) == len(set(map(tuple, new.tolist())))
+    kept = (new == coords).all(axis=1)   # surviving slots stay in place
+    norms = (blocks**2).sum(axis=(1, 2))
+    assert sorted(np.flatnonzero(~kept)) == sorted(np.argsort(norms, kind="stable")[:n])
+    assert not np.asarray(layer.blocks[...])[~kept].any()   # regrown blocks start at 0
+    mu = np.asarray(bs_opt.opt_state[0].mu[lp.path[0]]["blocks"][...])
+    assert not mu[~kept].any() and mu[kept].any()   # their moments too, the others kept
+    # the same SET update (same key, same scores) on the sparse block layer: the same matrix
+    np.testing.assert_array_equal(layer.live_mask(), other.mask[...])
+    np.testing.assert_array_equal(layer.to_dense(), other.w[...])
+    sp_mu = sp_opt.opt_state[0].mu[lp.path[0]]["w"][...]
+    np.testing.assert_allclose(masked.to_dense(mu, new[:, 0], new[:, 1], *sp_mu.shape), sp_mu,
+                               rtol=1e-5, atol=1e-9)
+
+
+def test_static_draws_the_planned_density_and_never_moves():
+  model = Two("block_sparse", block=B, density=0.5)
+  plan = sparsity.prepare(_config("static", density=0.25), model)
+  assert [l.n_kept for l in (model.a, model.b)] == [lp.kept for lp in plan.layers] == [8, 4]
+  assert model.a.blocks[...].shape == (8, B, B) and model.a.density == 0.25
+  coords = np.asarray(model.a.coords[...])
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+  for _ in range(3):
+    _step(model, optimizer, jnp.ones((8, 16)), plan)
+  np.testing.assert_array_equal(model.a.coords[...], coords)
+
+
+@pytest.mark.parametrize("method", ["gmp", "spdf", "rigl"])
+def test_methods_that_cannot_keep_k_blocks_name_kind_sparse(method):
+  with pytest.raises(ConfigError, match=rf"use kind='sparse', block={B} for '{method}'"):
+    sparsity.prepare(_config(method), Two("block_sparse", block=B))
+
+
+def test_pallas_block_sparse_cannot_move():
+  with pytest.raises(ConfigError, match="takes static block coordinates; use impl='xla'"):
+    sparsity.prepare(_config("set"), Two("block_sparse", block=B, impl="pallas"))
+
+
+def test_moved_coordinates_round_trip_through_a_checkpoint(tmp_path):
+  (model, optimizer, plan), _ = _models()
+  _step(model, optimizer, jnp.ones((8, 16)), plan)
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(1, model, optimizer, {})
+  (fresh, fresh_opt, _), _ = _models()
+  assert not (np.asarray(fresh.a.coords[...]) == np.asarray(model.a.coords[...])).all()
+  assert ckpt.restore_latest(fresh, fresh_opt)["step"] == 1
+  for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(fresh))):
+    np.testing.assert_array_equal(a, b)
