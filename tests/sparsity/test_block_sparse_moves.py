@@ -12,6 +12,7 @@ from flax import nnx
 import structured
 from experiments import sparsity
 from experiments.errors import ConfigError
+from experiments.sparsity import accounting
 from experiments.train import checkpoint
 from structured import masked
 from tests.sparsity.test_methods import Two, _config
@@ -118,13 +119,37 @@ def test_pallas_block_sparse_cannot_move():
     sparsity.prepare(_config("set"), Two("block_sparse", block=B, impl="pallas"))
 
 
-def test_moved_coordinates_round_trip_through_a_checkpoint(tmp_path):
-  (model, optimizer, plan), _ = _models()
-  _step(model, optimizer, jnp.ones((8, 16)), plan)
+def test_a_run_resumed_mid_set_from_a_checkpoint_ends_bitwise_equal(tmp_path):
+  config, x = _config("set", steps=6, delta_t=2), jax.random.normal(jax.random.key(0), (8, 16))
+
+  def build():
+    model = Two("block_sparse", block=B)
+    plan = sparsity.prepare(config, model)
+    return model, nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param), plan
+
+  straight, straight_opt, plan = build()
+  start = np.asarray(straight.a.coords[...])
+  for _ in range(6):
+    _step(straight, straight_opt, x, plan)
+  assert not (np.asarray(straight.a.coords[...]) == start).all()   # the mask moved
+  first, first_opt, _ = build()
+  for _ in range(3):   # updates at steps 2 and 4 (end_frac 0.75): stopped between them
+    _step(first, first_opt, x, plan)
   ckpt = checkpoint.Checkpointer(str(tmp_path))
-  ckpt.save(1, model, optimizer, {})
-  (fresh, fresh_opt, _), _ = _models()
-  assert not (np.asarray(fresh.a.coords[...]) == np.asarray(model.a.coords[...])).all()
-  assert ckpt.restore_latest(fresh, fresh_opt)["step"] == 1
-  for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(fresh))):
+  ckpt.save(3, first, first_opt, {})
+  resumed, resumed_opt, _ = build()
+  assert ckpt.restore_latest(resumed, resumed_opt)["step"] == 3
+  for _ in range(3):
+    _step(resumed, resumed_opt, x, plan)
+  for a, b in zip(jax.tree.leaves(nnx.state((straight, straight_opt))),
+                  jax.tree.leaves(nnx.state((resumed, resumed_opt))), strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+def test_ideal_flops_of_block_sparse_are_its_executed_ones():
+  model = Two("block_sparse", block=B)
+  plan = sparsity.prepare(_config("set"), model)
+  forward = model.a.flops_per_token() + model.b.flops_per_token()   # one token each
+  costs = accounting.Accounting(plan, 0, 0, forward, (1, 1), 1)
+  assert all(costs.ideal_flops_per_example(t) == 3 * forward for t in (1, 5, 6))
+  assert forward == 2 * (8 + 4) * B * B + (8 + 4) * B   # K = 8 and 4 blocks: products and adds
