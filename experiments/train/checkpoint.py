@@ -6,6 +6,9 @@ past any that cannot be read (a partial or corrupted write). Unreadable checkpoi
 written over or deleted: once a readable one is found, the newer unreadable ones are moved to
 ``workdir/checkpoints_unreadable/<step>`` (so the resumed run can save those steps again);
 when none is readable, nothing is touched and ``CheckpointError`` says what to do.
+Checkpoints written before block_sparse's coordinates became state (``masked.Coords``) hold no
+coordinates: they restore without them, keeping the seed-drawn ones the layer is built with
+(the only ones such runs could have).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from absl import logging
 from flax import nnx
 
 from experiments.errors import CheckpointError
+from structured import masked
 
 UNREADABLE = "checkpoints_unreadable"
 
@@ -44,10 +48,7 @@ class Checkpointer:
     unreadable = {}
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            model=ocp.args.StandardRestore(nnx.state(model)),
-            optimizer=ocp.args.StandardRestore(nnx.state(optimizer)),
-            meta=ocp.args.JsonRestore()))
+        restored = self._restore(step, model, optimizer)
       except Exception as e:   # orbax raises many types for unreadable files
         unreadable[step] = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
         logging.warning("checkpoint %s/%d is unreadable (%s); trying the one before",
@@ -65,6 +66,20 @@ class Checkpointer:
           f"{newest}: {unreadable[newest]}); nothing was changed. To train from step 0 keeping "
           f"them, move {self.directory} aside or use another --workdir")
     return None
+
+  def _restore(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer) -> dict:
+    def restore(model_state):
+      return self.manager.restore(step, args=ocp.args.Composite(
+          model=ocp.args.StandardRestore(model_state),
+          optimizer=ocp.args.StandardRestore(nnx.state(optimizer)),
+          meta=ocp.args.JsonRestore()))
+
+    try:
+      return restore(nnx.state(model))
+    except Exception:
+      if not jax.tree.leaves(nnx.state(model, masked.Coords)):
+        raise
+      return restore(nnx.state(model, nnx.Not(masked.Coords)))   # written before Coords
 
   def _move_aside(self, steps: list[int]) -> None:
     """Moves the step directories to ``workdir/checkpoints_unreadable/<step>`` (a numbered

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
@@ -153,3 +154,19 @@ def test_ideal_flops_of_block_sparse_are_its_executed_ones():
   costs = accounting.Accounting(plan, 0, 0, forward, (1, 1), 1)
   assert all(costs.ideal_flops_per_example(t) == 3 * forward for t in (1, 5, 6))
   assert forward == 2 * (8 + 4) * B * B + (8 + 4) * B   # K = 8 and 4 blocks: products and adds
+
+
+def test_a_checkpoint_written_before_coords_restores_with_the_seed_drawn_ones(tmp_path):
+  model = Two("block_sparse", block=B)
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+  model.a.blocks[...] = model.a.blocks[...] + 1.0
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.manager.save(1, args=ocp.args.Composite(   # the layout of the code before masked.Coords
+      model=ocp.args.StandardSave(nnx.state(model, nnx.Not(masked.Coords))),
+      optimizer=ocp.args.StandardSave(nnx.state(optimizer)), meta=ocp.args.JsonSave({"step": 1})))
+  ckpt.manager.wait_until_finished()
+  fresh = Two("block_sparse", block=B)
+  assert ckpt.restore_latest(fresh, nnx.Optimizer(fresh, optax.adam(1e-2), wrt=nnx.Param)) == {
+      "step": 1}
+  for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(fresh))):
+    np.testing.assert_array_equal(a, b)
