@@ -63,8 +63,8 @@ def coords(mask_IxO: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
   return tuple(int(r) for r in rows), tuple(int(c) for c in cols)
 
 
-def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: Ids,
-                 cols: Ids, d_out: int, acc: jax.Array | None = None) -> jax.Array:
+def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: Ids, cols: Ids, d_out: int,
+                 acc: jax.Array | None = None) -> jax.Array:
   """``acc + x @ W`` for the block-sparse W, computing only the stored blocks (float32 result).
 
   ``acc`` ([..., d_out], default zeros; widened to float32) is what the block outputs are summed
@@ -84,8 +84,7 @@ def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: Ids,
   return y_CxNxO.transpose(1, 0, 2).reshape(*x.shape[:-1], d_out)
 
 
-def to_dense(blocks_KxIxO: jax.Array, rows: Ids, cols: Ids,
-             d_in: int, d_out: int) -> jax.Array:
+def to_dense(blocks_KxIxO: jax.Array, rows: Ids, cols: Ids, d_in: int, d_out: int) -> jax.Array:
   """The [d_in, d_out] matrix: the stored blocks scattered into zeros."""
   _, b_in, b_out = blocks_KxIxO.shape
   grid = jnp.zeros((d_in // b_in, d_out // b_out, b_in, b_out), blocks_KxIxO.dtype)

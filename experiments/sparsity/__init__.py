@@ -96,7 +96,6 @@ def _move(layer, lp: plans.LayerPlan, method, sched, is_update, g, index, rng) -
   """Applies ``method.update`` to ``layer``'s weight and mask when ``is_update`` (``lax.cond``);
   returns which entries of the weight changed (the weight's shape)."""
   w, state = getattr(layer, lp.weight), layer.coords if lp.slots else layer.mask
-  grid_shape = (layer.d_in // lp.block, layer.d_out // lp.block)
 
   def moved(w, state, g, u, key):
     if not lp.slots:
@@ -104,8 +103,8 @@ def _move(layer, lp: plans.LayerPlan, method, sched, is_update, g, index, rng) -
       return new_w, new_mask, masked.expand(new_mask != state, lp.block)
     rows, cols = state[:, 0], state[:, 1]
     dense_w = masked.to_dense(w, rows, cols, layer.d_in, layer.d_out)
-    new_w, new_mask = method.update(dense_w, masked.grid(rows, cols, grid_shape), g, u, key, lp,
-                                    sched)
+    mask = masked.grid(rows, cols, (layer.d_in // lp.block, layer.d_out // lp.block))
+    new_w, new_mask = method.update(dense_w, mask, g, u, key, lp, sched)
     return masked.to_slots(new_w, new_mask, state, lp.block)
 
   def same(w, state, *_):

@@ -1,6 +1,6 @@
 """Static random masks (the "random pruning" baseline; Liu et al. 2022): drawn at init at the
-layer's density (uniform or ERK), never changed. N:M layers keep the random N:M mask they
-were built with."""
+layer's planned density (uniform or ERK; block_sparse rebuilds its K blocks to match), never
+changed. N:M layers keep the random N:M mask they were built with."""
 
 from experiments.sparsity.plan import LayerPlan
 
