@@ -63,9 +63,9 @@ def _step(model, optimizer, x, plan):
   sparsity.update(model, optimizer, grads, plan)
 
 
-def _models(method="set"):
+def _models():
   """A block_sparse model and a ``sparse`` block model set to the same masks and weights."""
-  config = _config(method, steps=8, delta_t=1)   # updates every step: the first at step 1
+  config = _config("set", steps=8, delta_t=1)   # updates every step: the first at step 1
   bs, sp = Two("block_sparse", block=B), Two("sparse", block=B)
   plan_bs, plan_sp = sparsity.prepare(config, bs), sparsity.prepare(config, sp)
   for a, b in ((bs.a, sp.a), (bs.b, sp.b)):
