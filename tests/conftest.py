@@ -21,3 +21,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 def pytest_unconfigure(config):
   if _OWN_CACHE:
     shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+  # The end-to-end (slow-marked) tests take most of the suite's time: start them first, the rest
+  # keeps its order, so that no xdist worker picks up a long test when the other is nearly done.
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
