@@ -15,6 +15,7 @@ from experiments import config as run_config
 FAMILIES = ("dense", "low_rank", "btt", "monarch", "kronecker")
 
 
+@pytest.mark.slow
 def test_quick_study_writes_results_for_every_family(tmp_path):
   config = scaling_mlp_fashion
   assert {arg.split(",")[0].removeprefix("kind=") for arg in config.FAMILIES} == set(FAMILIES)

@@ -59,6 +59,7 @@ def straight(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_run_resumes_bit_for_bit(straight, tmp_path, sig):
   proc = _start(tmp_path)

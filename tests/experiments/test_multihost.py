@@ -147,6 +147,7 @@ def _check_against_one_process(workdir, config_arg, mesh, steps, checkpoints):
   return config
 
 
+@pytest.mark.slow
 def test_gpt2_on_data_parallel_hosts_each_fsdp_matches_one_process(tmp_path):
   """GPT-2 with the data axis across the hosts and FSDP within each host."""
   mesh = dict(data=2, fsdp=2)
@@ -154,6 +155,7 @@ def test_gpt2_on_data_parallel_hosts_each_fsdp_matches_one_process(tmp_path):
   _check_against_one_process(tmp_path, GPT, mesh, steps=20, checkpoints=[20])
 
 
+@pytest.mark.slow
 def test_fsdp_cluster_preempted_on_one_host_stops_at_one_step_and_resumes_exactly(tmp_path):
   """MLP with FSDP across both hosts. A straight run matches one process; a second one,
   SIGTERMed on host 1 only, saves one step on both hosts, exits 143, and resumes bit for bit

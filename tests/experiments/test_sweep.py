@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from configs.sweeps import product, zipped
 import runfiles
 from experiments import sweep
@@ -51,6 +53,7 @@ def test_launcher_template_wraps_each_command(capsys):
   assert first.startswith("ssh host --command='") and "experiments.main" in first
 
 
+@pytest.mark.slow
 def test_killed_sweep_restarted_finishes_every_run_once(tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   sweep_file = tmp_path / "tiny.py"

@@ -69,10 +69,12 @@ def _kill_midway_restart_and_rerun(tmp_path, *backend_args):
   assert {run: (run / "log.txt").read_text() for run in runs} == logs   # nothing ran
 
 
+@pytest.mark.slow
 def test_ray_sweep_killed_midway_finishes_every_run_once(tmp_path, ray_address):
   _kill_midway_restart_and_rerun(tmp_path, "--backend", "ray", "--ray-address", ray_address)
 
 
+@pytest.mark.slow
 def test_slurm_sweep_on_submitits_local_executor_finishes_every_run_once(tmp_path):
   _kill_midway_restart_and_rerun(tmp_path, "--backend", "slurm", "--slurm-executor", "local",
                                  "--workers", "2")
