@@ -36,7 +36,7 @@ IMPLS = ("xla", "dense", "gather", "cuda", 1)   # pallas: covered by the kernel 
 THETAS = (*CORNERS, "monarch", (0.5, 0.25, 0.25, 0.25, 0.5, 0.25, 0.25),
           (0.5, 0.0, 0.5, 0.0, 0.5, 0.5, 1.0), (0.5,) * 7, (1.0, 0.0), 3)
 # Draws per family; masks and supports are built for real (a compile per draw, ~1 s): fewer.
-EXAMPLES, EXAMPLES_BUILT_FOR_REAL = 10, 5
+EXAMPLES, EXAMPLES_BUILT_FOR_REAL = 10, 8
 
 
 def _values(name: str, d_in: int, d_out: int) -> st.SearchStrategy:
