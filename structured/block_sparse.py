@@ -9,6 +9,8 @@ With ``impl='xla'`` the block coordinates are state (a ``masked.Coords`` variabl
 the mask can move at fixed K (experiments/sparsity: static, SET; ``MaskSpec.slots``): the
 contraction takes them traced, within timing noise of static ones (fwd+bwd at d=1024, 4096
 tokens, density 0.25, b=32 on 2 shared CPU cores: 0.86x to 1.11x over 5 runs; bitwise equal).
+RigL gives the layer a ``masked.GradProbe`` (``grad_probe``), through which it reads the dense
+weight gradient on its update steps only.
 ``impl='pallas'`` runs pallas_kernels/block_sparse, whose kernel unrolls over static
 coordinates: they stay Python tuples and the mask does not move.
 """
@@ -38,6 +40,7 @@ class BlockSparse(StructuredLinear):
     if impl not in IMPLS:
       raise StructureError(f"{self.kind} impl={impl!r} is unknown; valid: {list(IMPLS)}")
     self.block, self.density, self.seed, self.impl = block, density, seed, impl
+    self.grad_probe = nnx.data(None)   # set by RigL (experiments/sparsity/rigl.py)
     n_in, n_out = d_in // block, d_out // block
     self.n_kept = max(1, round(density * n_in * n_out))
     kept = np.random.default_rng(seed).permutation(n_in * n_out) < self.n_kept
@@ -86,7 +89,8 @@ class BlockSparse(StructuredLinear):
     if self.impl == "pallas":
       from pallas_kernels.block_sparse import api   # optional fast path; falls back off TPU
       return api.block_sparse_matmul(x, self.blocks[...], self.rows, self.cols, self.d_out)
-    return masked.block_matmul(x, self.blocks[...], *self._rows_cols(), self.d_out)
+    y = masked.block_matmul(x, self.blocks[...], *self._rows_cols(), self.d_out)
+    return y if self.grad_probe is None else masked.probe(y, x, self.grad_probe[...])
 
   def to_dense(self):
     return masked.to_dense(self.blocks[...], *self._rows_cols(), self.d_in, self.d_out)

@@ -36,6 +36,12 @@ class Coords(nnx.Variable):
   ``Mask`` (checkpointed, sharded, never trained), moved by experiments/sparsity."""
 
 
+class GradProbe(nnx.Variable):
+  """A float32 [d_in, d_out] zero on a slot-stored layer whose gradient is the layer's dense
+  weight gradient x^T dy (``probe``): what RigL regrows by, which the layer's block products never
+  form. Not a Param: only the sparsity step differentiates it, on update steps."""
+
+
 Ids = tuple[int, ...] | jax.Array   # block coordinates: static, or traced int32 [K]
 
 
@@ -82,6 +88,29 @@ def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: Ids, cols: Ids, d_
              else acc.astype(jnp.float32).reshape(n, d_out // b_out, b_out).transpose(1, 0, 2))
   y_CxNxO = y_CxNxO.at[_index(cols)].add(y_KxNxO, indices_are_sorted=isinstance(cols, tuple))
   return y_CxNxO.transpose(1, 0, 2).reshape(*x.shape[:-1], d_out)
+
+
+@jax.custom_vjp
+def probe(y_NxO: jax.Array, x_NxI: jax.Array, probe_IxO: jax.Array) -> jax.Array:
+  """``y`` unchanged; its backward passes dy through and gives ``probe_IxO`` the gradient
+  x^T dy that a dense weight in its place would get (x gets nothing from it). The dense product
+  runs only where that gradient is used: XLA drops it from steps that do not differentiate the
+  probe."""
+  del x_NxI, probe_IxO
+  return y_NxO
+
+
+def _probe_fwd(y_NxO, x_NxI, probe_IxO):
+  return y_NxO, (x_NxI, probe_IxO)
+
+
+def _probe_bwd(res, dy_NxO):
+  x_NxI, probe_IxO = res
+  g_IxO = einsum("ni,no->io", x_NxI, dy_NxO).astype(probe_IxO.dtype)
+  return dy_NxO, jnp.zeros_like(x_NxI), g_IxO
+
+
+probe.defvjp(_probe_fwd, _probe_bwd)
 
 
 def to_dense(blocks_KxIxO: jax.Array, rows: Ids, cols: Ids, d_in: int, d_out: int) -> jax.Array:

@@ -3,15 +3,17 @@ run through the mask interface of structured/masked.py on 'sparse', 'nm_sparse' 
 'block_sparse' layers. The methods work on a dense weight and its mask grid; a slot-stored
 layer (block_sparse: only its K kept blocks, at coordinates that are state) is moved through its
 dense view, on update steps only, and its new mask written back into the same K slots
-(``masked.to_slots``), so its compute stays sparse and K fixed (static and SET; plan.py says
-why GMP, SPDF and RigL need kind 'sparse').
+(``masked.to_slots``), so its compute stays sparse and K fixed (static, SET, RigL, whose dense
+gradient such a layer gives through a ``masked.GradProbe`` on update steps only; plan.py says why
+GMP and SPDF need kind 'sparse').
 
 Three entry points:
   - ``prepare(config, model)`` (at build, before muP init and the optimizer): the plan, each
     layer's mask and weight set for the method (density from uniform/ERK, dense for GMP);
-  - ``update(model, optimizer, grads, plan)`` (inside the jitted train step, in place of
-    ``optimizer.update``): the method's gradient rule, the optimizer update, then on update steps
-    (``lax.cond``, no host round trip) the new masks and the reset of changed entries' moments;
+  - ``update(model, optimizer, grads, plan, probe_grads)`` (inside the jitted train step, in
+    place of ``optimizer.update``): the method's gradient rule, the optimizer update, then on
+    update steps (``lax.cond``, no host round trip) the new masks and the reset of changed
+    entries' moments; ``probe_grads(loss_of_model)`` gives the probes' gradients it needs;
   - ``accounting.Accounting`` (host): density, live and time-averaged parameters, ideal FLOPs.
 Masks are ``masked.Mask`` variables of the model, so checkpoints hold them.
 """
@@ -65,8 +67,14 @@ def _map_paths(tree, fns: dict):
       lambda p, x: fns[path_key(p)](x) if path_key(p) in fns else x, tree)
 
 
-def update(model: nnx.Module, optimizer: nnx.Optimizer, grads, plan: plans.Plan | None) -> None:
-  """The optimizer step with the plan's mask updates; call inside the jitted train step."""
+def update(model: nnx.Module, optimizer: nnx.Optimizer, grads, plan: plans.Plan | None,
+           probe_grads=None) -> None:
+  """The optimizer step with the plan's mask updates; call inside the jitted train step.
+
+  ``probe_grads(model)``: the gradient of the step's loss w.r.t. the model's
+  ``masked.GradProbe``s, as ``nnx.grad`` gives it; needed when ``plan.probes`` (run on update
+  steps only, on a copy of the model, so nothing it does to the model is kept).
+  """
   if plan is None:
     optimizer.update(model, grads)
     return
@@ -76,20 +84,34 @@ def update(model: nnx.Module, optimizer: nnx.Optimizer, grads, plan: plans.Plan 
   # slot-stored layers hold only kept weights: their gradient needs no masking
   weights = {lp.path + (lp.weight,): (lp, layers[lp.path]) for lp in plan.layers if not lp.slots}
   dense_grads = _by_path(grads)
+  is_update = plan.is_update(step)
+  if plan.probes:
+    dense_grads.update(_by_path(_probe_grads(model, probe_grads, is_update)))
   optimizer.update(model, _map_paths(grads, {
       key: lambda g, lp=lp, layer=layer: method.grad(getattr(layer, lp.weight)[...],
                                                      layer.mask[...], g, lp, sched)
       for key, (lp, layer) in weights.items()}))
-  is_update = (step >= plan.first) & (step <= plan.last) & ((step - plan.first) % plan.every == 0)
   index = jnp.maximum(step - plan.first, 0) // plan.every
   changed = {}
   for number, lp in enumerate(plan.layers):
     layer, key = layers[lp.path], lp.path + (lp.weight,)
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(sched.seed), step), number)
-    changed[key] = _move(layer, lp, method, sched, is_update,
-                         None if lp.slots else dense_grads[key], index, rng)
+    if not lp.slots:
+      g = dense_grads[key]
+    else:   # slot layers: only RigL's probe gives them a dense gradient
+      g = dense_grads[lp.path + ("grad_probe",)] if plan.probes else None
+    changed[key] = _move(layer, lp, method, sched, is_update, g, index, rng)
   if method.RESET_MOMENTS:
     _reset_moments(optimizer, changed)
+
+
+def _probe_grads(model: nnx.Module, probe_grads, is_update: jax.Array):
+  """``probe_grads`` of ``model`` on update steps, zeros otherwise (``lax.cond``: the dense
+  products run only when taken)."""
+  graphdef, state = nnx.split(model)
+  zeros = jax.tree.map(jnp.zeros_like, nnx.state(model, masked.GradProbe))
+  return jax.lax.cond(is_update, lambda s: probe_grads(nnx.merge(graphdef, s)),
+                      lambda s: zeros, state)
 
 
 def _move(layer, lp: plans.LayerPlan, method, sched, is_update, g, index, rng) -> jax.Array:

@@ -8,8 +8,11 @@ Step t's compute runs with the masks left by step t-1's update. Per step:
     weights x the tokens each sees), plus on RigL's update steps the dense weight gradient it
     reads (2 x the masked-out weights per token: its backward costs 2 f_S + f_D instead of 3 f_S);
     slot-stored layers (block_sparse) already execute only their kept blocks, so nothing is
-    subtracted for them (their block-sum adds, K b per token, stay counted);
-  - executed FLOPs stay 3 x the forward (the masked-dense matmul runs whatever the mask).
+    subtracted for them (their block-sum adds, K b per token, stay counted), but RigL's dense
+    gradient is added for them too;
+  - executed FLOPs stay 3 x the forward (the masked-dense matmul runs whatever the mask). On
+    RigL's update steps a slot-stored layer's run also executes one more forward and backward
+    of the batch for the dense gradient (its ``masked.GradProbe``): every ΔT steps, not counted.
 Totals: cumulative ideal FLOPs, and the time-averaged parameter count N̄ = (1/t) Σ N_τ ("The
 Journey Matters": the N of one scaling law for dense and sparse runs).
 """
@@ -42,12 +45,12 @@ class Accounting:
 
   def ideal_flops_per_example(self, step: int) -> int:
     """Ideal training FLOPs of one example at ``step`` (masks after step - 1)."""
-    skipped = 2 * sum(tokens * (lp.cells - self.plan.live_cells(lp, step - 1)) * lp.block**2
-                      for tokens, lp in zip(self.tokens, self.plan.layers, strict=True)
-                      if not lp.slots)
+    masked_out = [2 * tokens * (lp.cells - self.plan.live_cells(lp, step - 1)) * lp.block**2
+                  for tokens, lp in zip(self.tokens, self.plan.layers, strict=True)]
+    skipped = sum(m for m, lp in zip(masked_out, self.plan.layers) if not lp.slots)
     flops = 3 * (self.forward - skipped)
     if self.plan.schedule.method == "rigl" and step in self.updates:
-      flops += skipped
+      flops += sum(masked_out)
     return flops
 
   def record(self, step: int) -> dict:

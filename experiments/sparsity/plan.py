@@ -16,8 +16,7 @@ from structured import masked
 
 MOVING = ("gmp", "set", "rigl", "srste", "spdf")   # methods that change masks during training
 # why a method cannot keep a slot-stored layer's K blocks (MaskSpec.slots)
-NOT_SLOTS = {"gmp": "changes how many blocks are kept", "spdf": "lifts the mask to dense",
-             "rigl": "regrows by the dense gradient, which it never computes"}
+NOT_SLOTS = {"gmp": "changes how many blocks are kept", "spdf": "lifts the mask to dense"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +45,16 @@ class Plan:
 
   def update_steps(self) -> range:
     return range(self.first, self.last + 1, self.every)
+
+  def is_update(self, step: jax.Array) -> jax.Array:
+    """Whether the (traced, 1-based) ``step`` updates the masks."""
+    return (step >= self.first) & (step <= self.last) & ((step - self.first) % self.every == 0)
+
+  @property
+  def probes(self) -> bool:
+    """Whether update steps read dense gradients through ``masked.GradProbe``s (RigL on
+    slot-stored layers, whose backward forms only the kept blocks' gradients)."""
+    return self.schedule.method == "rigl" and any(lp.slots for lp in self.layers)
 
   def live_cells(self, layer: LayerPlan, step: int) -> int:
     """Mask entries kept after ``step``'s update (step 0: at init)."""

@@ -7,6 +7,7 @@ from flax import nnx
 
 from experiments import sparsity
 from experiments.train.guard import Guard
+from structured import masked
 
 
 def mse(pred, y):
@@ -53,16 +54,20 @@ def guarded_train_step(model, optimizer, batch, guard: Guard, loss_name: str, mi
 
 def _update(model, optimizer, batch, loss_name: str, microbatches: int, sparsity_plan):
   """The step's loss and gradients, the optimizer (and masks) updated in place."""
-  if microbatches == 1:
-    loss, grads = nnx.value_and_grad(loss_fn)(model, batch, loss_name)
-  else:
-    loss, grads = _accumulated_value_and_grad(model, batch, loss_name, microbatches)
-  sparsity.update(model, optimizer, grads, sparsity_plan)
+  def value_and_grad(model, wrt=nnx.Param):
+    if microbatches == 1:
+      return nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model, batch, loss_name)
+    return _accumulated_value_and_grad(model, batch, loss_name, microbatches, wrt)
+
+  loss, grads = value_and_grad(model)
+  sparsity.update(model, optimizer, grads, sparsity_plan,
+                  lambda model: value_and_grad(model, masked.GradProbe)[1])
   return loss, grads
 
 
-def _accumulated_value_and_grad(model, batch, loss_name: str, microbatches: int):
-  """Mean loss and gradient over equal microbatches, scanned so one piece is live at a time.
+def _accumulated_value_and_grad(model, batch, loss_name: str, microbatches: int, wrt=nnx.Param):
+  """Mean loss and gradient (w.r.t. the ``wrt`` variables) over equal microbatches, scanned so
+  one piece is live at a time.
 
   Microbatch j takes rows j, j + m, j + 2m, ... (a reshape to [B/m, m, ...]): each device's
   contiguous rows split evenly, so every piece stays spread over all data-parallel devices.
@@ -73,10 +78,11 @@ def _accumulated_value_and_grad(model, batch, loss_name: str, microbatches: int)
   @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
   def accumulate(carry, piece):
     model, grad_sum = carry
-    loss, grads = nnx.value_and_grad(loss_fn)(model, piece, loss_name)
+    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model, piece,
+                                                                            loss_name)
     return (model, jax.tree.map(jnp.add, grad_sum, grads)), loss
 
-  zeros = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+  zeros = jax.tree.map(jnp.zeros_like, nnx.state(model, wrt))
   (_, grad_sum), losses = accumulate((model, zeros), pieces)
   return jnp.mean(losses), jax.tree.map(lambda g: g / microbatches, grad_sum)
 

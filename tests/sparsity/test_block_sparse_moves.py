@@ -1,6 +1,6 @@
 """block_sparse's mask moves at fixed K (its coordinates are state): the contraction with traced
-coordinates, SET against the same update on a ``sparse`` block-mask layer, and the methods that
-cannot keep K blocks."""
+coordinates, SET and RigL against the same update on a ``sparse`` block-mask layer, and the
+methods that cannot keep K blocks."""
 
 import jax
 import jax.numpy as jnp
@@ -59,13 +59,15 @@ def test_to_slots_keeps_surviving_blocks_in_place_and_fills_freed_slots_at_zero(
 
 @nnx.jit(static_argnames="plan")
 def _step(model, optimizer, x, plan):
-  grads = nnx.grad(lambda m: jnp.mean((m(x) - 1.0) ** 2))(model)
-  sparsity.update(model, optimizer, grads, plan)
+  loss = lambda m: jnp.mean((m(x) - 1.0) ** 2)
+  grads = nnx.grad(loss)(model)
+  sparsity.update(model, optimizer, grads, plan,
+                  nnx.grad(loss, argnums=nnx.DiffState(0, masked.GradProbe)))
 
 
-def _models():
+def _models(method="set"):
   """A block_sparse model and a ``sparse`` block model set to the same masks and weights."""
-  config = _config("set", steps=8, delta_t=1)   # updates every step: the first at step 1
+  config = _config(method, steps=8, delta_t=1)   # updates every step: the first at step 1
   bs, sp = Two("block_sparse", block=B), Two("sparse", block=B)
   plan_bs, plan_sp = sparsity.prepare(config, bs), sparsity.prepare(config, sp)
   for a, b in ((bs.a, sp.a), (bs.b, sp.b)):
@@ -109,7 +111,47 @@ def test_static_draws_the_planned_density_and_never_moves():
   np.testing.assert_array_equal(model.a.coords[...], coords)
 
 
-@pytest.mark.parametrize("method", ["gmp", "spdf", "rigl"])
+def test_rigl_on_block_sparse_regrows_where_the_dense_gradient_is_largest():
+  (bs, bs_opt, plan), (sp, sp_opt, sp_plan) = _models("rigl")
+  x = jax.random.normal(jax.random.key(0), (8, 16))
+  before = [(np.asarray(l.coords[...]), np.asarray(l.blocks[...])) for l in (bs.a, bs.b)]
+  dense = [l.to_dense() for l in (bs.a, bs.b)]
+  g_a, g_b = jax.grad(lambda a, b: jnp.mean((jax.nn.gelu(x @ a) @ b - 1.0) ** 2),
+                      argnums=(0, 1))(*dense)   # the dense gradient, by hand
+  _step(bs, bs_opt, x, plan)
+  _step(sp, sp_opt, x, sp_plan)
+  for (coords, blocks), layer, lp, g, other in zip(before, (bs.a, bs.b), plan.layers, (g_a, g_b),
+                                                  (sp.a, sp.b)):
+    n, new = lp.counts[0], np.asarray(layer.coords[...])
+    assert n > 0 and len(set(map(tuple, new.tolist()))) == lp.kept   # K distinct blocks
+    kept = (new == coords).all(axis=1)
+    norms = (blocks**2).sum(axis=(1, 2))
+    assert sorted(np.flatnonzero(~kept)) == sorted(np.argsort(norms, kind="stable")[:n])
+    scores = masked.block_norms(g, B)
+    scores[tuple(coords.T)] = -np.inf   # only blocks not kept before may grow
+    grown = set(map(tuple, new[~kept].tolist()))
+    top = np.argsort(-scores, axis=None, kind="stable")[:n]
+    assert grown == set(zip(*np.unravel_index(top, scores.shape)))
+    assert not np.asarray(layer.blocks[...])[~kept].any()   # regrown blocks start at 0
+    np.testing.assert_array_equal(layer.live_mask(), other.mask[...])   # = RigL on 'sparse'
+    np.testing.assert_array_equal(layer.to_dense(), other.w[...])
+    np.testing.assert_array_equal(layer.grad_probe[...], 0.0)   # never trained
+
+
+def test_the_grad_probe_adds_no_dense_product_to_a_step_that_does_not_read_it():
+  x = jax.random.normal(jax.random.key(0), (64, 16))
+  loss = lambda m: jnp.sum(jnp.sin(m(x)))
+  dots = lambda m: nnx.jit(nnx.grad(loss)).lower(m).compile().as_text().count(" dot(")
+  model = Two("block_sparse", block=B)
+  without = dots(model)
+  sparsity.prepare(_config("rigl"), model)
+  assert model.a.grad_probe is not None and dots(model) == without
+  g = nnx.jit(nnx.grad(loss, argnums=nnx.DiffState(0, masked.GradProbe)))(model)
+  want = jax.grad(lambda a: jnp.sum(jnp.sin(model.b(jax.nn.gelu(x @ a)))))(model.a.to_dense())
+  np.testing.assert_allclose(g["a"]["grad_probe"][...], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["gmp", "spdf"])
 def test_methods_that_cannot_keep_k_blocks_name_kind_sparse(method):
   with pytest.raises(ConfigError, match=rf"use kind='sparse', block={B} for '{method}'"):
     sparsity.prepare(_config(method), Two("block_sparse", block=B))
@@ -120,8 +162,9 @@ def test_pallas_block_sparse_cannot_move():
     sparsity.prepare(_config("set"), Two("block_sparse", block=B, impl="pallas"))
 
 
-def test_a_run_resumed_mid_set_from_a_checkpoint_ends_bitwise_equal(tmp_path):
-  config, x = _config("set", steps=6, delta_t=2), jax.random.normal(jax.random.key(0), (8, 16))
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_a_run_resumed_mid_schedule_from_a_checkpoint_ends_bitwise_equal(tmp_path, method):
+  config, x = _config(method, steps=6, delta_t=2), jax.random.normal(jax.random.key(0), (8, 16))
 
   def build():
     model = Two("block_sparse", block=B)
@@ -147,13 +190,18 @@ def test_a_run_resumed_mid_set_from_a_checkpoint_ends_bitwise_equal(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-def test_ideal_flops_of_block_sparse_are_its_executed_ones():
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_ideal_flops_of_block_sparse_are_its_executed_ones_plus_rigl_dense_gradients(method):
   model = Two("block_sparse", block=B)
-  plan = sparsity.prepare(_config("set"), model)
+  plan = sparsity.prepare(_config(method), model)
   forward = model.a.flops_per_token() + model.b.flops_per_token()   # one token each
   costs = accounting.Accounting(plan, 0, 0, forward, (1, 1), 1)
-  assert all(costs.ideal_flops_per_example(t) == 3 * forward for t in (1, 5, 6))
   assert forward == 2 * (8 + 4) * B * B + (8 + 4) * B   # K = 8 and 4 blocks: products and adds
+  assert [costs.ideal_flops_per_example(t) for t in (1, 6)] == [3 * forward] * 2   # no update
+  # RigL's update steps (5, 10, ...) also read the dense gradient of the masked-out blocks
+  dense_gradient = 2 * ((32 - 8) + (16 - 4)) * B * B if method == "rigl" else 0
+  assert 5 in plan.update_steps()
+  assert costs.ideal_flops_per_example(5) == 3 * forward + dense_gradient
 
 
 def test_a_checkpoint_written_before_coords_restores_with_the_seed_drawn_ones(tmp_path):
