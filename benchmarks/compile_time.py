@@ -5,9 +5,11 @@
 
 Each row builds configs/gpt2_owt.py (dense) at the benchmark's CPU size (d_model 256, 4 heads,
 context 256, batch 8, float32; the vocabulary stays 50304) with the blocks unrolled or scanned,
-and times ``train_step.lower(...).compile()`` (trace + lower + XLA compile of the full step:
-forward, backward, AdamW update) ``repeats`` times, each from a cleared cache. Reports the median
-(min, max) seconds and the machine load (``uptime``). Writes ``OUT.md`` and ``OUT.csv``.
+and times ``lower(...).compile()`` (trace + lower + XLA compile), ``repeats`` times, each from a
+cleared cache, of two programs: the forward + backward alone, and the full train step (forward,
+backward, the AdamW update with muP multipliers and clipping, finite flags). Reports the median
+(min, max) seconds, the optimized HLO's line count and the machine load (``uptime``). Writes
+``OUT.md`` and ``OUT.csv``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,14 @@ from experiments.train import optim, step as steps
 from models import factory
 
 
-def compile_seconds(depth: int, scan: bool, repeats: int) -> list[float]:
-  """Seconds of lower + compile of the train step, ``repeats`` times from a cleared cache."""
+@nnx.jit
+def forward_backward(model, batch):
+  return nnx.value_and_grad(steps.loss_fn)(model, batch, "lm")
+
+
+def compile_seconds(depth: int, scan: bool, repeats: int) -> dict[str, tuple[list[float], int]]:
+  """Per program ('fwd+bwd', 'step'): seconds of lower + compile, ``repeats`` times from a
+  cleared cache, and the optimized HLO's line count."""
   cfg = bench_config("gpt2_owt", f"kind=dense,width=256,depth={depth},heads=4", quick=False)
   cfg.model.scan_layers = scan
   cfg = config.parse(cfg)
@@ -41,13 +49,18 @@ def compile_seconds(depth: int, scan: bool, repeats: int) -> list[float]:
   tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   batch = jax.tree.map(jnp.asarray, batch)
-  times = []
-  for _ in range(repeats):
-    jax.clear_caches()
-    start = time.perf_counter()
-    steps.train_step.lower(model, optimizer, batch, "lm").compile()
-    times.append(time.perf_counter() - start)
-  return times
+  programs = {"fwd+bwd": lambda: forward_backward.lower(model, batch),
+              "step": lambda: steps.train_step.lower(model, optimizer, batch, "lm")}
+  results = {}
+  for name, lower in programs.items():
+    times = []
+    for _ in range(repeats):
+      jax.clear_caches()
+      start = time.perf_counter()
+      compiled = lower().compile()
+      times.append(time.perf_counter() - start)
+    results[name] = times, len(compiled.as_text().splitlines())
+  return results
 
 
 def main(argv=None) -> None:
@@ -61,16 +74,18 @@ def main(argv=None) -> None:
   rows = []
   for depth in map(int, args.depths.split(",")):
     for scan in map(int, args.scan.split(",")):
-      t = compile_seconds(depth, bool(scan), args.repeats)
-      rows.append(dict(depth=depth, scan_layers=bool(scan), median_s=statistics.median(t),
-                       min_s=min(t), max_s=max(t)))
-      print(rows[-1], flush=True)
+      for program, (t, lines) in compile_seconds(depth, bool(scan), args.repeats).items():
+        rows.append(dict(program=program, depth=depth, scan_layers=bool(scan),
+                         median_s=statistics.median(t), min_s=min(t), max_s=max(t),
+                         hlo_lines=lines))
+        print(rows[-1], flush=True)
   lines = [f"# GPT-2 train-step compile time (lower + compile), {jax.device_count()} "
            f"{jax.default_backend()} device(s), {os.cpu_count()} cores",
            "", f"`uptime` at start: {load}", "",
-           "| depth | scan_layers | median s (min, max) |", "|---|---|---|"]
-  lines += [f"| {r['depth']} | {r['scan_layers']} | {r['median_s']:.2f} ({r['min_s']:.2f}, "
-            f"{r['max_s']:.2f}) |" for r in rows]
+           "| program | depth | scan_layers | median s (min, max) | optimized HLO lines |",
+           "|---|---|---|---|---:|"]
+  lines += [f"| {r['program']} | {r['depth']} | {r['scan_layers']} | {r['median_s']:.2f} "
+            f"({r['min_s']:.2f}, {r['max_s']:.2f}) | {r['hlo_lines']} |" for r in rows]
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
