@@ -6,7 +6,7 @@ largest Frobenius norm. Only kept blocks are stored and computed (masked.py), so
 and the block products cost 2 K b^2 FLOPs per token.
 
 With ``impl='xla'`` the block coordinates are state (a ``masked.Coords`` variable, [K, 2]), so
-the mask can move at fixed K (experiments/sparsity: static, SET; ``MaskSpec.slots``): the
+the mask can move at fixed K (experiments/sparsity: static, SET, RigL; ``MaskSpec.slots``): the
 contraction takes them traced, within timing noise of static ones (fwd+bwd at d=1024, 4096
 tokens, density 0.25, b=32 on 2 shared CPU cores: 0.86x to 1.11x over 5 runs; bitwise equal).
 RigL gives the layer a ``masked.GradProbe`` (``grad_probe``), through which it reads the dense

@@ -72,8 +72,8 @@ def _check(method: str, layers: dict) -> None:
     if spec.slots and method in NOT_SLOTS:
       raise ConfigError(f"sparsity.method='{method}' {NOT_SLOTS[method]}, but layer {where} "
                         f"({layer.kind}) stores exactly its K kept blocks; use kind='sparse', "
-                        f"block={spec.block} for '{method}' with block masks, or method 'static' "
-                        f"or 'set' on {layer.kind}")
+                        f"block={spec.block} for '{method}' with block masks, or method 'static', "
+                        f"'set' or 'rigl' on {layer.kind}")
     if method in MOVING and spec.slots and not spec.movable:
       raise ConfigError(f"sparsity.method='{method}' moves masks, but layer {where} "
                         f"({layer.kind}, impl={layer.impl!r}) takes static block coordinates; "
