@@ -65,9 +65,14 @@ MODELS = [
     ("vit dense", "vit_cifar", "kind=dense"),
     ("vit btt r=1", "vit_cifar", "kind=btt,rank=1"),
 ]
-LAYER_KINDS = {"dense": {}, "btt": {"rank": 1}, "monarch": {"blocks": 4}, "kronecker": {},
-               "block_diag": {"blocks": 4}, "low_rank": {"rank_frac": 0.25},
-               "block_sparse": {"density": 0.25}, "pixelfly": {}, "tt": {"cores": 3, "rank": 2}}
+# single-layer rows: name -> (family, hyperparameters); block_sparse at its default block (16)
+# and at 128, where its partial outputs are 8x smaller
+LAYERS = {"dense": ("dense", {}), "btt": ("btt", {"rank": 1}), "monarch": ("monarch", {"blocks": 4}),
+          "kronecker": ("kronecker", {}), "block_diag": ("block_diag", {"blocks": 4}),
+          "low_rank": ("low_rank", {"rank_frac": 0.25}),
+          "block_sparse": ("block_sparse", {"density": 0.25}),
+          "block_sparse b=128": ("block_sparse", {"density": 0.25, "block": 128}),
+          "pixelfly": ("pixelfly", {}), "tt": ("tt", {"cores": 3, "rank": 2})}
 
 
 @dataclasses.dataclass
@@ -126,9 +131,10 @@ def model_row(config_name: str, arg: str, quick: bool) -> tuple:
           lambda: forward(model, batch), flops * cfg.batch_size)
 
 
-def layer_row(kind: str, d: int, tokens: int) -> tuple:
-  """A row's (fwd+bwd, forward, flops) for one square d x d layer of ``kind``."""
-  layer = structured.make(kind, d, d, rngs=nnx.Rngs(0), **LAYER_KINDS[kind])
+def layer_row(name: str, d: int, tokens: int) -> tuple:
+  """A row's (fwd+bwd, forward, flops) for one square d x d layer, ``LAYERS[name]``."""
+  kind, hparams = LAYERS[name]
+  layer = structured.make(kind, d, d, rngs=nnx.Rngs(0), **hparams)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
 
   def loss(params, x):
@@ -192,7 +198,7 @@ def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048,
                     for label, c, a in MODELS if label.startswith(prefix)]
   if "layer" in parts:
     dims, tokens = ((128,), 256) if quick else (dims, 4096)
-    kinds = ["dense", "btt"] if quick else list(LAYER_KINDS)
+    kinds = ["dense", "btt"] if quick else list(LAYERS)
     for d in dims:
       out[f"Single layer d = {d}, {tokens} tokens, forward + backward"] = [
           ("layer", kind, lambda k=kind, d=d: layer_row(k, d, tokens)) for kind in kinds]
