@@ -137,12 +137,13 @@ def layer_row(name: str, d: int, tokens: int) -> tuple:
   layer = structured.make(kind, d, d, rngs=nnx.Rngs(0), **hparams)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
 
-  def loss(params, x):
+  def loss(params, x, rest):   # the other state (block_sparse's coordinates) traced, as in training
     return jnp.sum(nnx.merge(graphdef, params, rest)(x))
 
   grads, forward = jax.jit(jax.grad(loss, argnums=(0, 1))), jax.jit(loss)
   x = jax.random.normal(jax.random.key(0), (tokens, d), jnp.float32)
-  return lambda: grads(params, x), lambda: forward(params, x), layer.flops_per_token() * tokens
+  return (lambda: grads(params, x, rest), lambda: forward(params, x, rest),
+          layer.flops_per_token() * tokens)
 
 
 def time_rows(builders: list[tuple[str, str, callable]], repeats: int) -> list[Row]:

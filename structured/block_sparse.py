@@ -13,7 +13,7 @@ RigL gives the layer a ``masked.GradProbe`` (``grad_probe``), through which it r
 weight gradient on its update steps only.
 Each kept block writes its own N x b partial output before they are summed, so the pass costs
 density x d_out / b times the activations' bytes: on 2 CPU cores at density 0.25, fwd+bwd, the
-default block 16 takes 5-20x dense's time, block 128 0.88x
+default block 16 takes 5-18x dense's time at d = 1024-4096, block 128 0.85-1.04x
 (benchmarks/results/block_sparse_blocks_cpu.md).
 ``impl='pallas'`` runs pallas_kernels/block_sparse, whose kernel unrolls over static
 coordinates: they stay Python tuples and the mask does not move.
