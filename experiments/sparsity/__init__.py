@@ -13,7 +13,7 @@ Three entry points:
   - ``update(model, optimizer, grads, plan, probe_grads)`` (inside the jitted train step, in
     place of ``optimizer.update``): the method's gradient rule, the optimizer update, then on
     update steps (``lax.cond``, no host round trip) the new masks and the reset of changed
-    entries' moments; ``probe_grads(loss_of_model)`` gives the probes' gradients it needs;
+    entries' moments; ``probe_grads(model)`` gives the probes' gradients it needs;
   - ``accounting.Accounting`` (host): density, live and time-averaged parameters, ideal FLOPs.
 Masks are ``masked.Mask`` variables of the model, so checkpoints hold them.
 """
@@ -109,9 +109,10 @@ def _probe_grads(model: nnx.Module, probe_grads, is_update: jax.Array):
   """``probe_grads`` of ``model`` on update steps, zeros otherwise (``lax.cond``: the dense
   products run only when taken)."""
   graphdef, state = nnx.split(model)
-  zeros = jax.tree.map(jnp.zeros_like, nnx.state(model, masked.GradProbe))
-  return jax.lax.cond(is_update, lambda s: probe_grads(nnx.merge(graphdef, s)),
-                      lambda s: zeros, state)
+  return jax.lax.cond(
+      is_update, lambda s: probe_grads(nnx.merge(graphdef, s)),
+      lambda s: jax.tree.map(jnp.zeros_like, nnx.state(nnx.merge(graphdef, s), masked.GradProbe)),
+      state)
 
 
 def _move(layer, lp: plans.LayerPlan, method, sched, is_update, g, index, rng) -> jax.Array:
