@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from experiments.train.optim import path_key
+from experiments.train.paths import by_path, path_key
 from experiments.sparsity import gmp, plan as plans, rigl, schedule, set_regrow, spdf, srste, static
 from structured import masked
 
@@ -57,10 +57,6 @@ def prepare(config, model: nnx.Module) -> plans.Plan | None:
   return plan
 
 
-def _by_path(tree) -> dict[tuple, jax.Array]:
-  return {path_key(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def _map_paths(tree, fns: dict):
   """``tree`` with each leaf at a path in ``fns`` replaced by ``fns[path](leaf)``."""
   return jax.tree_util.tree_map_with_path(
@@ -83,10 +79,10 @@ def update(model: nnx.Module, optimizer: nnx.Optimizer, grads, plan: plans.Plan 
   step = optimizer.step[...].astype(jnp.int32) + 1   # the step being taken, 1-based
   # slot-stored layers hold only kept weights: their gradient needs no masking
   weights = {lp.path + (lp.weight,): (lp, layers[lp.path]) for lp in plan.layers if not lp.slots}
-  dense_grads = _by_path(grads)
+  dense_grads = by_path(grads)
   is_update = plan.is_update(step)
   if plan.probes:
-    dense_grads.update(_by_path(_probe_grads(model, probe_grads, is_update)))
+    dense_grads.update(by_path(_probe_grads(model, probe_grads, is_update)))
   optimizer.update(model, _map_paths(grads, {
       key: lambda g, lp=lp, layer=layer: method.grad(getattr(layer, lp.weight)[...],
                                                      layer.mask[...], g, lp, sched)

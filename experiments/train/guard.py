@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from experiments.train.optim import path_key
+from experiments.train.paths import path_key
 
 
 def tensor_names(tree) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 
 from experiments.errors import ConfigError
+from experiments.train.paths import path_key
 from structured.mup import MuP
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -73,12 +74,6 @@ def schedule(cfg: OptimConfig, steps: int) -> optax.Schedule:
          optax.linear_schedule(lr, lr * cfg.final_lr_frac, decay)],
         [warmup, steps - decay])
   raise ConfigError(f"optim.schedule='{cfg.schedule}' is unknown; valid: {list(SCHEDULES)}")
-
-
-def path_key(path) -> tuple:
-  """A pytree key path as plain keys, without NNX's trailing 'value'."""
-  keys = tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
-  return keys[:-1] if keys and keys[-1] == "value" else keys
 
 
 def _label(mult: float) -> str:

@@ -9,7 +9,7 @@ from flax import nnx
 
 from configs import mlp_synthetic
 from experiments import config as run_config
-from experiments.train import loop as train, optim, step
+from experiments.train import loop as train, optim, paths, step
 from models import factory
 from structured import mup
 
@@ -111,7 +111,7 @@ def test_eps_mup_is_adam_with_per_parameter_eps():
   batch = task.train_batch(0)
   step.train_step(model, optimizer, batch, task.loss)
   grads = nnx.grad(step.loss_fn)(model, batch, task.loss)
-  grads = {optim.path_key(p): np.asarray(g) for p, g in jax.tree_util.tree_leaves_with_path(grads)}
+  grads = {paths.path_key(p): np.asarray(g) for p, g in jax.tree_util.tree_leaves_with_path(grads)}
   before = {k: np.asarray(p[...]) for k, p in mup.params(model).items()}
   step.train_step(model, optimizer, batch, task.loss)
   for key, p in mup.params(model).items():
