@@ -6,8 +6,10 @@
 Each row builds configs/gpt2_owt.py (dense) at the benchmark's CPU size (d_model 256, 4 heads,
 context 256, batch 8, float32; the vocabulary stays 50304) with the blocks unrolled or scanned,
 and times ``lower(...).compile()`` (trace + lower + XLA compile), ``repeats`` times, each from a
-cleared cache, of two programs: the forward + backward alone, and the full train step (forward,
-backward, the AdamW update with muP multipliers and clipping, finite flags). Reports the median
+cleared cache, of two programs: the forward + backward alone, and the train step the loop runs
+(``guarded_train_step``: forward, backward, the AdamW update with muP multipliers and clipping,
+the non-finite guard), and that step again without gradient clipping (``grad_clip=0``), whose
+per-tensor norms are a large share of the update's program. Reports the median
 (min, max) seconds, the optimized HLO's line count and the machine load (``uptime``). Writes
 ``OUT.md`` and ``OUT.csv``.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -29,6 +32,7 @@ from flax import nnx
 from benchmarks.train_step import bench_config, spec_and_batch
 from experiments import config
 from experiments.train import optim, step as steps
+from experiments.train.guard import Guard
 from models import factory
 
 
@@ -48,9 +52,15 @@ def compile_seconds(depth: int, scan: bool, repeats: int) -> dict[str, tuple[lis
   base = factory.build_base(cfg.model, spec, cfg.mup)
   tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  unclipped_tx, _, _ = optim.make(dataclasses.replace(cfg.optim, grad_clip=0.0), model, base,
+                                  cfg.mup, cfg.steps, cfg.model.depth)
+  unclipped = nnx.Optimizer(model, unclipped_tx, wrt=nnx.Param)
   batch = jax.tree.map(jnp.asarray, batch)
+  guard = Guard.start(nnx.state(model, nnx.Param))
   programs = {"fwd+bwd": lambda: forward_backward.lower(model, batch),
-              "step": lambda: steps.train_step.lower(model, optimizer, batch, "lm")}
+              "step": lambda: steps.guarded_train_step.lower(model, optimizer, batch, guard, "lm"),
+              "step, no clip": lambda: steps.guarded_train_step.lower(model, unclipped, batch,
+                                                                      guard, "lm")}
   results = {}
   for name, lower in programs.items():
     times = []

@@ -36,17 +36,16 @@ _STATIC = ("loss_name", "microbatches", "sparsity_plan")
 @nnx.jit(static_argnames=_STATIC)
 def train_step(model, optimizer, batch, loss_name: str, microbatches: int = 1, sparsity_plan=None):
   """One optimizer step on the whole batch, its gradient accumulated over ``microbatches``
-  pieces when > 1, with the sparsity plan's mask updates (if any); returns the loss and, per
-  gradient tensor, whether it is all finite."""
-  loss, grads = _update(model, optimizer, batch, loss_name, microbatches, sparsity_plan)
-  return loss, jax.tree.map(lambda g: jnp.all(jnp.isfinite(g)), grads)
+  pieces when > 1, with the sparsity plan's mask updates (if any); returns the loss. Training
+  runs ``guarded_train_step``, which also tracks non-finite steps (``guard.Guard``)."""
+  return _update(model, optimizer, batch, loss_name, microbatches, sparsity_plan)[0]
 
 
 @nnx.jit(static_argnames=_STATIC)
 def guarded_train_step(model, optimizer, batch, guard: Guard, loss_name: str, microbatches: int = 1,
                        sparsity_plan=None):
-  """``train_step`` that folds its loss and gradients into the on-device ``guard`` instead of
-  returning finite flags, so nothing needs the host; returns the loss and the new guard."""
+  """``train_step`` that folds its loss and gradients into the on-device ``guard`` (the first
+  non-finite step and tensor), so nothing needs the host; returns the loss and the new guard."""
   step = optimizer.step[...].astype(jnp.int32) + 1   # the step being taken, 1-based
   loss, grads = _update(model, optimizer, batch, loss_name, microbatches, sparsity_plan)
   return loss, guard.update(step, loss, grads)

@@ -16,7 +16,7 @@ def _ten_steps(config, microbatches):
   run = loop.build(run_config.parse(config))
   losses = [float(step.train_step(run.model, run.optimizer,
                                   sharding.shard_batch(run.task.train_batch(i), run.mesh),
-                                  run.task.loss, microbatches)[0]) for i in range(1, 11)]
+                                  run.task.loss, microbatches)) for i in range(1, 11)]
   return np.array(losses), jax.tree.leaves(nnx.state(run.model, nnx.Param))
 
 

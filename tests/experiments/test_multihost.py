@@ -105,7 +105,7 @@ def _reference(config, steps):
   run = loop.build(run_config.parse(config))
   losses = [float(step.train_step(run.model, run.optimizer,
                                   sharding.shard_batch(run.task.train_batch(i), run.mesh),
-                                  run.task.loss)[0]) for i in range(1, steps + 1)]
+                                  run.task.loss)) for i in range(1, steps + 1)]
   return np.array(losses), run.model
 
 

@@ -19,7 +19,7 @@ def _losses(mesh_sizes, kind="btt", steps=20):
   task, model, optimizer, mesh = run.task, run.model, run.optimizer, run.mesh
   losses = []
   for i in range(1, steps + 1):
-    loss, _ = step.train_step(model, optimizer, sharding.shard_batch(task.train_batch(i), mesh), task.loss)
+    loss = step.train_step(model, optimizer, sharding.shard_batch(task.train_batch(i), mesh), task.loss)
     losses.append(float(loss))
   return np.array(losses), model
 

@@ -118,7 +118,7 @@ def test_gpt2_data_parallel_and_fsdp_match_one_device():
     run = train.build(run_config.parse(config))
     task, model, optimizer, mesh = run.task, run.model, run.optimizer, run.mesh
     out = [float(step.train_step(model, optimizer, sharding.shard_batch(task.train_batch(i), mesh),
-                                 task.loss)[0]) for i in range(1, 21)]
+                                 task.loss)) for i in range(1, 21)]
     return np.array(out), model
   single, _ = losses(dict(data=1, fsdp=1))
   dp, _ = losses(dict(data=8, fsdp=1))

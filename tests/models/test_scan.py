@@ -68,7 +68,7 @@ def _losses(config, steps: int) -> list[float]:
   plan = sparsity.make_plan(parsed, run.model)
   return [float(step.train_step(run.model, run.optimizer,
                                 sharding.shard_batch(run.task.train_batch(i), run.mesh),
-                                run.task.loss, sparsity_plan=plan)[0])
+                                run.task.loss, sparsity_plan=plan))
           for i in range(1, steps + 1)]
 
 
