@@ -13,18 +13,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,ray,slurm]'   # the sweep backends' tests need Ray and submitit
 	touch $@
 
-# Fashion-MNIST from Debian's dataset-fashion-mnist (offline image data); best effort.
-data:
+# Debian packages, best effort: Fashion-MNIST (offline image data) and tcmalloc (XLA:CPU's step
+# buffers reused instead of page-faulted each step; experiments/host_allocator.py).
+data: $(VENV)/.installed
 	@test -d $(FASHION_MNIST) || { (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
 	  || echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; }
+	@test -n "$$($(PY) -m experiments.host_allocator)" || { (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4) >/dev/null 2>&1 \
+	  || echo "note: could not install libtcmalloc-minimal4; CPU steps run with the system malloc (slower)"; }
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed data
 	$(PY) -m experiments.sweep --sweep configs/sweeps/mlp_synthetic.py --sweep_arg quick --root demo_out/runs --workers 2
 	$(PY) -m analysis demo_out/runs --out demo_out
 	@echo "wrote demo_out/scaling.png and demo_out/summary.md"
 
 test: $(VENV)/.installed data
-	$(PY) -m pytest -n 2 --durations=20 tests
+	LD_PRELOAD="$$($(PY) -m experiments.host_allocator) $$LD_PRELOAD" $(PY) -m pytest -n 2 --durations=20 tests
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from experiments import host_allocator
+
 
 def stages(d: int, n: int) -> list[tuple[str, callable, tuple, int, int]]:
   """(name, fn, args, flops, bytes) per stage; 4-byte float32 elements."""
@@ -71,4 +73,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   main()

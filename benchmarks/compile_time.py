@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.train_step import bench_config, spec_and_batch
-from experiments import config
+from experiments import config, host_allocator
 from experiments.train import optim, step as steps
 from experiments.train.guard import Guard
 from models import factory
@@ -107,4 +107,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   main()

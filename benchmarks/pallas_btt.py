@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from experiments import host_allocator
 from experiments.train import writers
 from pallas_kernels import backend
 from pallas_kernels.block_sparse import api as bs_api
@@ -174,4 +175,5 @@ def main():
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   main()

@@ -15,6 +15,8 @@ import subprocess
 
 import pandas as pd
 
+from experiments import host_allocator
+
 ORDER = ["dense", "static", "set", "rigl", "gmp", "srste"]
 
 
@@ -101,4 +103,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   main()

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import structured
+from experiments import host_allocator
 from structured import StructureError
 
 PRESETS: dict[str, dict] = {
@@ -134,4 +135,5 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   main()

@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 import structured
-from experiments import config
+from experiments import config, host_allocator
 from experiments.train import optim, step as steps
 from models import factory
 
@@ -255,4 +255,5 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   main()

@@ -23,7 +23,7 @@ import pandas as pd
 from flax import nnx
 
 from configs.structure import StructureSpec
-from experiments import config as run_config
+from experiments import config as run_config, host_allocator
 from experiments.train import loop, sharding, step
 from structured import mup
 
@@ -138,4 +138,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   main()

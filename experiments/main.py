@@ -13,6 +13,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import host_allocator
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally path:arg.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where config.json and metrics.jsonl are written.")
@@ -79,5 +81,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   flags.mark_flags_as_required(["config"])
   app.run(main, flags_parser=parse_flags)

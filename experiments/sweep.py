@@ -23,7 +23,7 @@ import shlex
 import sys
 
 import runfiles
-from experiments import backends
+from experiments import backends, host_allocator
 
 
 def load_sweep(path: str, arg: str | None) -> tuple[str, list[dict]]:
@@ -166,4 +166,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+  host_allocator.use_tcmalloc()
   sys.exit(main())

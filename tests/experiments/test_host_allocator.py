@@ -1,0 +1,54 @@
+"""The entry points' tcmalloc switch: re-executes with tcmalloc preloaded, exactly once, unless
+turned off or not installed."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import host_allocator
+
+
+@pytest.fixture
+def execs(monkeypatch):
+  calls = []
+  monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
+  monkeypatch.setattr(host_allocator, "library", lambda: "libtcmalloc_minimal.so.4")
+  monkeypatch.delenv("STRUX_MALLOC", raising=False)
+  monkeypatch.setenv("LD_PRELOAD", "libother.so")
+  return calls
+
+
+def test_reexecutes_the_same_command_with_tcmalloc_preloaded(execs):
+  host_allocator.use_tcmalloc()
+  [(path, argv, env)] = execs
+  assert path == sys.executable and argv == [sys.executable, *sys.orig_argv[1:]]
+  assert env["LD_PRELOAD"] == "libtcmalloc_minimal.so.4 libother.so"   # others kept
+
+
+@pytest.mark.parametrize("env", [{"STRUX_MALLOC": "system"},
+                                 {"LD_PRELOAD": "/usr/lib/libtcmalloc_minimal.so.4"}])
+def test_no_reexec_when_off_or_already_preloaded(execs, monkeypatch, env):
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  host_allocator.use_tcmalloc()
+  assert execs == []
+
+
+def test_no_reexec_without_the_library(execs, monkeypatch):
+  monkeypatch.setattr(host_allocator, "library", lambda: None)
+  host_allocator.use_tcmalloc()
+  assert execs == []
+
+
+@pytest.mark.skipif(host_allocator.library() is None, reason="tcmalloc is not installed")
+def test_a_command_runs_with_tcmalloc_loaded(tmp_path):
+  script = tmp_path / "probe.py"
+  script.write_text("from experiments import host_allocator\nhost_allocator.use_tcmalloc()\n"
+                    "print('tcmalloc' in open('/proc/self/maps').read(), flush=True)\n")
+  env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "STRUX_MALLOC")}
+  env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                       check=True).stdout
+  assert out.split() == ["True"]   # printed once: the re-executed process, with the library mapped
