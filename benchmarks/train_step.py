@@ -206,12 +206,19 @@ def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048,
   return out
 
 
+def _malloc() -> str:
+  if not host_allocator.preloaded():
+    return "system"
+  return f"tcmalloc, heap limit {os.environ.get(host_allocator.HEAP_LIMIT, 'none')} MB"
+
+
 def header(args, command: str) -> str:
   load = os.getloadavg()
   return (f"# Train-step and layer timings\n\nCommand: `{command}`\n\n"
           f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-          f"float32. Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+          f"float32, host malloc: {_malloc()} "
+          f"(experiments/host_allocator.py). Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           f"(1 / 5 / 15 min). Median (min-max) of {args.repeats} round-robin repeats after a "
           "warm-up; GFLOP/s = 3 x forward FLOPs / step time.\n")
 
@@ -236,6 +243,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.rows:
       part_rows = part_rows[:1] + [r for r in part_rows[1:] if any(t in r[1] for t in args.rows)]
     timed = time_rows(part_rows, args.repeats)
+    host_allocator.release_free_memory()   # the next table's buffers differ in size
     section = table(timed, title)
     print(section, flush=True)
     text, rows = text + "\n" + section, rows + timed

@@ -17,6 +17,8 @@ def execs(monkeypatch):
   monkeypatch.setattr(host_allocator, "library", lambda: "libtcmalloc_minimal.so.4")
   monkeypatch.delenv("STRUX_MALLOC", raising=False)
   monkeypatch.setenv("LD_PRELOAD", "libother.so")
+  monkeypatch.delenv(host_allocator.HEAP_LIMIT, raising=False)
+  monkeypatch.setattr(host_allocator, "memory_mb", lambda: 1000)
   return calls
 
 
@@ -25,6 +27,13 @@ def test_reexecutes_the_same_command_with_tcmalloc_preloaded(execs):
   [(path, argv, env)] = execs
   assert path == sys.executable and argv == [sys.executable, *sys.orig_argv[1:]]
   assert env["LD_PRELOAD"] == "libtcmalloc_minimal.so.4 libother.so"   # others kept
+  assert env[host_allocator.HEAP_LIMIT] == "900"   # 90% of the memory the process may use
+
+
+def test_a_heap_limit_the_user_set_is_kept(execs, monkeypatch):
+  monkeypatch.setenv(host_allocator.HEAP_LIMIT, "123")
+  host_allocator.use_tcmalloc()
+  assert execs[0][2][host_allocator.HEAP_LIMIT] == "123"
 
 
 @pytest.mark.parametrize("env", [{"STRUX_MALLOC": "system"},
