@@ -61,3 +61,11 @@ def test_a_command_runs_with_tcmalloc_loaded(tmp_path):
   out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
                        check=True).stdout
   assert out.split() == ["True"]   # printed once: the re-executed process, with the library mapped
+
+
+@pytest.mark.skipif(host_allocator.library() is None, reason="tcmalloc is not installed")
+def test_past_the_heap_limit_an_allocation_fails_instead_of_growing():
+  env = dict(os.environ, LD_PRELOAD=host_allocator.library(), **{host_allocator.HEAP_LIMIT: "100"})
+  code = "bytearray(300 * 2**20)"   # 300 MiB past a 100 MiB limit
+  run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+  assert run.returncode != 0 and "MemoryError" in run.stderr
