@@ -27,7 +27,7 @@ demo: $(VENV)/.installed data
 	@echo "wrote demo_out/scaling.png and demo_out/summary.md"
 
 test: $(VENV)/.installed data
-	LD_PRELOAD="$$($(PY) -m experiments.host_allocator) $$LD_PRELOAD" $(PY) -m pytest -n 2 --durations=20 tests
+	$(PY) -m experiments.host_allocator $(PY) -m pytest -n 2 --durations=20 tests
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -17,7 +17,8 @@ sized programs in turn can hold more than the system malloc would; so the heap i
 of the memory the process may use (``TCMALLOC_HEAP_LIMIT_MB``, unless set): near it tcmalloc
 hands cached memory back (a process that needs more fails with an allocation error rather than
 being killed), and ``release_free_memory`` hands it back on request.
-``python -m experiments.host_allocator`` prints the library ('' if none).
+``python -m experiments.host_allocator`` prints the library ('' if none); followed by a command, it
+runs that command under tcmalloc (the Makefile's tests).
 """
 
 from __future__ import annotations
@@ -54,26 +55,34 @@ def library() -> str | None:
   return ctypes.util.find_library(LIBRARY) if sys.platform.startswith("linux") else None
 
 
-def preloaded(env=os.environ) -> bool:
-  return LIBRARY in env.get("LD_PRELOAD", "")
+def preloaded() -> bool:
+  return LIBRARY in os.environ.get("LD_PRELOAD", "")
 
 
-def use_tcmalloc() -> None:
-  """Re-executes this command with tcmalloc preloaded, unless it already is, ``STRUX_MALLOC`` is
-  'system', or the library is not installed. Call first thing in a ``__main__`` block only (it
-  replaces the process)."""
+def tcmalloc_env() -> dict[str, str] | None:
+  """This process's environment with tcmalloc preloaded and its heap limit set (a limit the user
+  set is kept); None where it is preloaded already, ``STRUX_MALLOC`` is 'system' or the library
+  is not installed."""
   if os.environ.get("STRUX_MALLOC") == OFF or preloaded():
-    return
+    return None
   lib = library()
   if lib is None:
-    return
+    return None
   env = dict(os.environ, LD_PRELOAD=" ".join(filter(None, [lib, os.environ.get("LD_PRELOAD")])))
   limit = memory_mb()
   if limit:   # near it, tcmalloc hands cached memory back instead of the process being killed
     env.setdefault(HEAP_LIMIT, str(int(HEAP_FRACTION * limit)))
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+  return env
+
+
+def use_tcmalloc() -> None:
+  """Re-executes this command under ``tcmalloc_env()`` (nothing to do where that is None). Call
+  first thing in a ``__main__`` block only (it replaces the process)."""
+  env = tcmalloc_env()
+  if env is not None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def release_free_memory() -> None:
@@ -86,4 +95,6 @@ def release_free_memory() -> None:
 
 
 if __name__ == "__main__":
+  if len(sys.argv) > 1:   # python -m experiments.host_allocator CMD ...: CMD under tcmalloc
+    os.execvpe(sys.argv[1], sys.argv[1:], tcmalloc_env() or os.environ)
   print(library() or "")

@@ -69,3 +69,14 @@ def test_past_the_heap_limit_an_allocation_fails_instead_of_growing():
   code = "bytearray(300 * 2**20)"   # 300 MiB past a 100 MiB limit
   run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
   assert run.returncode != 0 and "MemoryError" in run.stderr
+
+
+@pytest.mark.skipif(host_allocator.library() is None, reason="tcmalloc is not installed")
+def test_a_command_given_to_the_module_runs_under_tcmalloc_with_its_heap_limit():
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("LD_PRELOAD", "STRUX_MALLOC", host_allocator.HEAP_LIMIT)}
+  code = ("import os; print('tcmalloc' in open('/proc/self/maps').read(), "
+          f"os.environ['{host_allocator.HEAP_LIMIT}'])")
+  out = subprocess.run([sys.executable, "-m", "experiments.host_allocator", sys.executable, "-c",
+                        code], env=env, capture_output=True, text=True, check=True).stdout
+  assert out.split() == ["True", str(int(0.9 * host_allocator.memory_mb()))]
