@@ -65,8 +65,8 @@ MODELS = [
     ("vit dense", "vit_cifar", "kind=dense"),
     ("vit btt r=1", "vit_cifar", "kind=btt,rank=1"),
 ]
-# single-layer rows: name -> (family, hyperparameters); block_sparse at its default block (16)
-# and at 128, where its partial outputs are 8x smaller
+# single-layer rows: name -> (family, hyperparameters); block_sparse at its default block (16,
+# which runs as the dense product: masked.blocks_beat_dense) and at 128 (block products)
 LAYERS = {"dense": ("dense", {}), "btt": ("btt", {"rank": 1}), "monarch": ("monarch", {"blocks": 4}),
           "kronecker": ("kronecker", {}), "block_diag": ("block_diag", {"blocks": 4}),
           "low_rank": ("low_rank", {"rank_frac": 0.25}),

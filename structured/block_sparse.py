@@ -2,8 +2,10 @@
 
 K = round(density * n_in * n_out) blocks are kept (at least one); at init they are drawn at
 random by ``seed`` (independent of the weight init), and ``project`` picks the K blocks of
-largest Frobenius norm. Only kept blocks are stored and computed (masked.py), so params = K b^2
-and the block products cost 2 K b^2 FLOPs per token.
+largest Frobenius norm. Only kept blocks are stored, so params = K b^2; the block products cost
+2 K b^2 FLOPs per token (masked.py), unless blocks are so small that one dense product with the
+blocks scattered into zeros is faster (``masked.blocks_beat_dense``: at density 0.25, blocks
+under 32), which then runs.
 
 With ``impl='xla'`` the block coordinates are state (a ``masked.Coords`` variable, [K, 2]), so
 the mask can move at fixed K (experiments/sparsity: static, SET, RigL; ``MaskSpec.slots``): the
@@ -11,10 +13,10 @@ contraction takes them traced, within timing noise of static ones (fwd+bwd at d=
 tokens, density 0.25, b=32 on 2 shared CPU cores: 0.86x to 1.11x over 5 runs; bitwise equal).
 RigL gives the layer a ``masked.GradProbe`` (``grad_probe``), through which it reads the dense
 weight gradient on its update steps only.
-Each kept block writes its own N x b partial output before they are summed, so the pass costs
-density x d_out / b times the activations' bytes: on 2 CPU cores at density 0.25, fwd+bwd, the
-default block 16 takes 5-18x dense's time at d = 1024-4096, block 128 0.85-1.04x
-(benchmarks/results/block_sparse_blocks_cpu.md).
+Each kept block writes its own N x b partial output before they are summed: on 2 CPU cores at
+density 0.25, fwd+bwd, block products of 16 take 2.4x dense's time at d = 1024-2048, blocks of
+32 0.8x, of 128 0.4x (benchmarks/results/block_sparse_rule_cpu.md); the default block 16 therefore
+runs as the dense product there, and saves parameters, not time.
 ``impl='pallas'`` runs pallas_kernels/block_sparse, whose kernel unrolls over static
 coordinates: they stay Python tuples and the mask does not move.
 """
@@ -93,15 +95,16 @@ class BlockSparse(StructuredLinear):
     if self.impl == "pallas":
       from pallas_kernels.block_sparse import api   # optional fast path; falls back off TPU
       return api.block_sparse_matmul(x, self.blocks[...], self.rows, self.cols, self.d_out)
-    y = masked.block_matmul(x, self.blocks[...], *self._rows_cols(), self.d_out)
+    y = masked.matmul(x, self.blocks[...], *self._rows_cols(), self.d_out)
     return y if self.grad_probe is None else masked.probe(y, x, self.grad_probe[...])
 
   def to_dense(self):
     return masked.to_dense(self.blocks[...], *self._rows_cols(), self.d_in, self.d_out)
 
   def flops_per_token(self):
-    """FLOPs executed: the kept block products (2 K b^2) plus the K b adds summing them."""
-    return masked.executed_flops(self.n_kept, self.block)
+    """FLOPs executed: the kept block products (2 K b^2) plus the K b adds summing them, or the
+    dense product's 2 d_in d_out where that runs instead."""
+    return masked.executed_flops(self.n_kept, self.block, self.d_in, self.d_out)
 
   def ideal_flops_per_token(self):
     """The sparse count 2 nnz = 2 K b^2 (what a kernel accumulating in place costs)."""

@@ -8,7 +8,9 @@ with block coordinates ``rows`` (input block) and ``cols`` (output block): stati
 sorted by (col, row) (pixelfly; pallas_kernels/block_sparse takes the same), or int32 arrays
 (block_sparse keeps them in a ``Coords`` variable so its mask can move). The contraction gathers
 the K input blocks, runs one batched matmul and sums the K partial outputs into their output
-blocks: 2 K b^2 multiply-add FLOPs plus K b adds for that sum, per token.
+blocks: 2 K b^2 multiply-add FLOPs plus K b adds for that sum, per token. Small blocks cost more
+in partial outputs than they save (fwd+bwd at density 0.25, block 16: 2.4x dense's time on CPU),
+so ``matmul`` runs those as one dense product instead (``blocks_beat_dense``).
 
 A mask moves on a layer that stores only its kept blocks (``MaskSpec.slots``) through its dense
 view: the algorithms see ``to_dense`` and the grid, and ``to_slots`` writes their new mask back
@@ -67,6 +69,35 @@ def coords(mask_IxO: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """(rows, cols) of the kept blocks of a boolean block mask, sorted by (col, row)."""
   cols, rows = np.nonzero(np.asarray(mask_IxO).T)
   return tuple(int(r) for r in rows), tuple(int(c) for c in cols)
+
+
+# Cost of the block products against one dense product with the blocks scattered into zeros, in
+# dense multiply-adds per token: a kept b x b block costs 1.6 b^2 (small batched GEMMs run at 5/8
+# of a large GEMM's rate) plus 2000 (its [N, b] partial output written, read and summed). Fit to
+# fwd+bwd at d = 1024, 4096 tokens, densities 0.1-0.5, blocks 8-128, 2 CPU cores: it picks the
+# faster path in all 15 cases (benchmarks/block_sparse_rule.py measures them on any backend;
+# results/block_sparse_rule_cpu.md).
+BLOCK_GEMM_PENALTY, BLOCK_OVERHEAD_MACS = 1.6, 2000
+
+
+def blocks_beat_dense(n_blocks: int, block: int, d_in: int, d_out: int) -> bool:
+  """Whether computing only the kept blocks is cheaper than the dense product (cost model above):
+  at density 0.25, blocks of 32 and more."""
+  return n_blocks * (BLOCK_GEMM_PENALTY * block**2 + BLOCK_OVERHEAD_MACS) < d_in * d_out
+
+
+def matmul(x_NxI: jax.Array, blocks_KxIxO: jax.Array, rows: Ids, cols: Ids, d_out: int,
+           acc: jax.Array | None = None) -> jax.Array:
+  """``acc + x @ W`` for the block-sparse W (float32 result) by the cheaper of the block products
+  (``block_matmul``) and one dense product with W scattered into zeros (``blocks_beat_dense``):
+  same values, both differentiable in the blocks."""
+  k, b, _ = blocks_KxIxO.shape
+  d_in = x_NxI.shape[-1]
+  if blocks_beat_dense(k, b, d_in, d_out):
+    return block_matmul(x_NxI, blocks_KxIxO, rows, cols, d_out, acc)
+  y_NxO = einsum("ni,io->no", x_NxI, to_dense(blocks_KxIxO, rows, cols, d_in, d_out))
+  y_NxO = y_NxO.astype(jnp.float32)
+  return y_NxO if acc is None else acc.astype(jnp.float32) + y_NxO
 
 
 def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: Ids, cols: Ids, d_out: int,
@@ -133,9 +164,12 @@ def block_norms(w_IxO: jax.Array, block: int) -> np.ndarray:
   return (grid**2).sum(axis=(1, 3))
 
 
-def executed_flops(n_blocks: int, block: int) -> int:
-  """FLOPs per token of ``block_matmul``: the block products plus the adds that sum them."""
-  return 2 * n_blocks * block * block + n_blocks * block
+def executed_flops(n_blocks: int, block: int, d_in: int, d_out: int) -> int:
+  """FLOPs per token of ``matmul``: the block products plus the adds that sum them, or the dense
+  product where that is cheaper."""
+  if blocks_beat_dense(n_blocks, block, d_in, d_out):
+    return 2 * n_blocks * block * block + n_blocks * block
+  return 2 * d_in * d_out
 
 
 def effective_fans(nnz: int, d_in: int, d_out: int) -> tuple[int, int]:

@@ -19,7 +19,7 @@ a batched matmul of block x block products summed by a scatter-add. Single d x d
 forward + backward, 4096 tokens, 2 CPU cores: 1.47x / 0.86x / 0.64x dense's time at d = 1024 /
 2048 / 4096, where the scatter-add path took 7.7x / 24.8x / 31.2x
 (benchmarks/results/train_step_cpu_quiet.md vs ..._quiet_before.md). The stored blocks keep their
-layout; other shapes take masked.block_matmul.
+layout; other shapes take masked.matmul.
 """
 
 import functools
@@ -94,7 +94,7 @@ class Pixelfly(StructuredLinear):
     low_rank = einsum("...r,ro->...o", z, self.v[...])
     plan = tile_plan(self.d_in, self.d_out, self.butterfly_size, self.n_factors, self.block)
     if plan is None:
-      return masked.block_matmul(x, self.blocks[...], self.rows, self.cols, self.d_out, low_rank)
+      return masked.matmul(x, self.blocks[...], self.rows, self.cols, self.d_out, low_rank)
     return (_tile_matmul(x, self.blocks[...], self.butterfly_size, plan).astype(jnp.float32)
             + low_rank)
 
@@ -105,11 +105,12 @@ class Pixelfly(StructuredLinear):
   def flops_per_token(self):
     """FLOPs executed: the kept block products and the low-rank term, plus the adds joining
     them: d_out on the tile path (one contraction sums a tile's inputs), K b otherwise (each
-    block's output summed into the low-rank output)."""
+    block's output summed into the low-rank output), or the dense product where ``masked.matmul``
+    runs that (its d_out adds joining the low-rank output not counted)."""
     low_rank = 2 * self.rank * (self.d_in + self.d_out)
     if tile_plan(self.d_in, self.d_out, self.butterfly_size, self.n_factors, self.block):
       return 2 * self.n_kept * self.block**2 + self.d_out + low_rank
-    return masked.executed_flops(self.n_kept, self.block) + low_rank
+    return masked.executed_flops(self.n_kept, self.block, self.d_in, self.d_out) + low_rank
 
   def ideal_flops_per_token(self):
     """The sparse count 2 (nnz + rank (d_in + d_out))."""

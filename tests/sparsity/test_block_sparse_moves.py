@@ -196,7 +196,7 @@ def test_ideal_flops_of_block_sparse_are_its_executed_ones_plus_rigl_dense_gradi
   plan = sparsity.prepare(_config(method), model)
   forward = model.a.flops_per_token() + model.b.flops_per_token()   # one token each
   costs = accounting.Accounting(plan, 0, 0, forward, (1, 1), 1)
-  assert forward == 2 * (8 + 4) * B * B + (8 + 4) * B   # K = 8 and 4 blocks: products and adds
+  assert forward == 2 * (16 * 32 + 32 * 8)   # blocks of 4 run as dense products (masked.matmul)
   assert [costs.ideal_flops_per_example(t) for t in (1, 6)] == [3 * forward] * 2   # no update
   # RigL's update steps (5, 10, ...) also read the dense gradient of the masked-out blocks
   dense_gradient = 2 * ((32 - 8) + (16 - 4)) * B * B if method == "rigl" else 0

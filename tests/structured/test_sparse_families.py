@@ -15,7 +15,7 @@ from flax import nnx
 
 import structured
 from pallas_kernels import backend
-from structured import StructureError
+from structured import StructureError, masked
 from structured.masked import Mask
 from structured.pixelfly import block_layout, butterfly_mask, tile_plan
 
@@ -115,7 +115,7 @@ def test_closed_forms():
   rngs = nnx.Rngs(0)
   bs = structured.make("block_sparse", 64, 144, rngs=rngs, use_bias=True)   # block 16, 0.25
   assert bs.n_kept == 9 and bs.num_params() == 9 * 16 * 16 + 144
-  assert bs.ideal_flops_per_token() == 2 * 9 * 256 and bs.flops_per_token() == 2 * 9 * 256 + 9 * 16
+  assert bs.ideal_flops_per_token() == 2 * 9 * 256   # runs dense: see the test below
   assert [(c.fan_in, c.fan_out) for c in bs.cores()] == [(16, 36)]   # density * (d_in, d_out)
   nm = structured.make("nm_sparse", 64, 144, rngs=rngs, use_bias=True)   # 2:4
   assert nm.num_params() == 64 * 144 // 2 + 144
@@ -140,6 +140,42 @@ def test_flops_agree_with_xla(kind):
   xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
   assert xla == pytest.approx(256 * layer.flops_per_token(), rel=0.05)
   assert layer.ideal_flops_per_token() < layer.flops_per_token()
+
+
+def test_small_blocks_run_as_one_dense_product_large_blocks_as_block_products():
+  # the cost model K (1.6 b^2 + 2000) < d_in d_out, at density 0.25 of a 1024 x 1024 grid
+  assert not masked.blocks_beat_dense(1024, 16, 1024, 1024)   # 1024 (410 + 2000) > 1024^2
+  assert masked.blocks_beat_dense(256, 32, 1024, 1024)        # 256 (1638 + 2000) < 1024^2
+  small, large = (structured.make("block_sparse", 256, 256, rngs=nnx.Rngs(0), block=b)
+                  for b in (16, 64))
+  assert small.flops_per_token() == 2 * 256 * 256 > small.ideal_flops_per_token()
+  assert large.flops_per_token() == 2 * 4 * 64**2 + 4 * 64   # K = 4 blocks of 64
+  for layer in (small, large):   # XLA runs what the count says
+    cost = jax.jit(lambda v: layer(v)).lower(jnp.ones((128, 256))).compile().cost_analysis()
+    xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    assert xla == pytest.approx(128 * layer.flops_per_token(), rel=0.05)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_block_products_equal_the_dense_product_in_values_and_gradients(traced):
+  # the two paths of masked.matmul, at a shape where the rule picks the dense one
+  d_in, d_out, b = 32, 48, 8
+  kept = np.random.default_rng(0).permutation(24) < 9
+  rows, cols = masked.coords(kept.reshape(4, 6))
+  ids = (jnp.asarray(rows), jnp.asarray(cols)) if traced else (rows, cols)
+  blocks = jax.random.normal(jax.random.key(0), (9, b, b))
+  x, acc, r = (jax.random.normal(jax.random.key(i), shape)
+               for i, shape in ((1, (5, d_in)), (2, (5, d_out)), (3, (5, d_out))))
+
+  def loss(path):
+    return lambda blocks, x, acc: jnp.sum(path(x, blocks, *ids, d_out, acc) * r)
+
+  assert not masked.blocks_beat_dense(9, b, d_in, d_out)
+  (got, g_got), (want, g_want) = (jax.value_and_grad(loss(path), (0, 1, 2))(blocks, x, acc)
+                                  for path in (masked.block_matmul, masked.matmul))
+  assert float(got) == pytest.approx(float(want), rel=1e-5)
+  for g, w in zip(g_got, g_want):
+    assert rel_err(g, w) < 1e-5
 
 
 @pytest.mark.parametrize("kind", KINDS)
