@@ -120,7 +120,8 @@ def model_row(config_name: str, arg: str, quick: bool) -> tuple:
   spec, batch = spec_and_batch(cfg, np.random.default_rng(0))
   model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
   base = factory.build_base(cfg.model, spec, cfg.mup)
-  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
+  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth,
+                          stack_blocks=cfg.model.scan_layers)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   loss = "lm" if cfg.model.name == "gpt2" else "xent"
   batch = jax.tree.map(jnp.asarray, batch)

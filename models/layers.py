@@ -130,12 +130,14 @@ def run_blocks(blocks: Sequence[tuple[nnx.Module, ...]], h, scan: bool):
   ``scan``: one ``jax.lax.scan`` over the blocks' states stacked along a new leading axis, so
   XLA compiles one block's forward and backward whatever the depth, while the model keeps one
   entry per block (checkpoints, optimizer paths and multipliers, shardings and sparsity masks do
-  not change; the optimizer update stays one per block). The stack is built inside the step (a
-  copy of the block parameters; its gradient is the per-block slice). Each block's dropout
+  not change; the optimizer stacks alike tensors for its update, experiments/train/stacking.py).
+  The stack is built inside the step (a copy of the block parameters; its gradient is the
+  per-block slice). Each block's dropout
   stream advances as it does unrolled (the new counts come out of the scan). A single block,
   and any call under ``nnx.capture`` (coordinate checks: each layer sows its own output), runs
-  unrolled. On XLA:CPU the scanned step compiles slower than the unrolled one at depth 2 and 12
-  (benchmarks/results/compile_time_cpu.md), so models default to unrolled.
+  unrolled. On XLA:CPU the scanned step compiles slower than the unrolled one (depth 2: 2.6 vs
+  1.9 s; depth 12: 4.8 vs 4.4 s, benchmarks/results/compile_time_cpu.md) and can run slower, so
+  models default to unrolled.
   """
   if not scan or len(blocks) < 2 or hasattr(blocks[0][0], "__captures__"):
     for block in blocks:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from experiments.train.paths import path_key
+from experiments.train.stacking import Groups
 
 
 def tensor_names(tree) -> tuple[str, ...]:
@@ -45,7 +46,7 @@ class Guard:
     non-finite step, else unchanged."""
     if tensor_names(grads) != self.names:
       raise ValueError(f"gradient tensors {tensor_names(grads)} differ from the guard's {self.names}")
-    finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    finite = Groups.of(grads).per_leaf(lambda g: jnp.all(jnp.isfinite(g)), grads)
     first = (self.step == 0) & ~(jnp.isfinite(loss) & jnp.all(finite))
     return dataclasses.replace(self, step=jnp.where(first, step.astype(jnp.int32), self.step),
                                loss=jnp.where(first, loss.astype(jnp.float32), self.loss),

@@ -46,7 +46,8 @@ def build(config: RunConfig) -> Run:
   sparsity.prepare(config, model)   # masks, densities and their init for the sparsity method
   sharding.place(model, mesh)
   base = factory.build_base(config.model, task.spec, config.mup)
-  tx, mults, lr = optim.make(config.optim, model, base, config.mup, config.steps, config.model.depth)
+  tx, mults, lr = optim.make(config.optim, model, base, config.mup, config.steps,
+                             config.model.depth, stack_blocks=config.model.scan_layers)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   sharding.place(optimizer, mesh)
   return Run(task, model, optimizer, mults, lr, mesh)
