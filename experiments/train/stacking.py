@@ -90,12 +90,10 @@ class Groups:
 
 
 def stacked(inner: optax.GradientTransformation, groups: Groups) -> optax.GradientTransformation:
-  """``inner``, built for the stacked tree (``groups.stack``), as a transformation of the
-  per-tensor tree with per-tensor state. The stacked results pass an optimization barrier before
-  they are split, so XLA computes them once instead of once per slice it writes back."""
-  if all(len(paths) == 1 for paths in groups.members.values()):
-    return inner   # nothing stacks: the same tree, the same transformation
-
+  """``inner``, built for the stacked tree (``groups.stack``, keyed by group name), as a
+  transformation of the per-tensor tree with per-tensor state. Stacked results pass an
+  optimization barrier before they are split, so XLA computes them once instead of once per slice
+  it writes back."""
   def init(params):
     return groups.unstack_state(inner.init(groups.stack(params)), params)
 
@@ -104,7 +102,8 @@ def stacked(inner: optax.GradientTransformation, groups: Groups) -> optax.Gradie
     template = jax.eval_shape(inner.init, groups.stack(updates))
     new, state = inner.update(groups.stack(updates), groups.stack_state(state, template),
                               stacked_params)
-    new, state = jax.lax.optimization_barrier((new, state))
+    if any(len(paths) > 1 for paths in groups.members.values()):
+      new, state = jax.lax.optimization_barrier((new, state))
     return groups.unstack(new, updates), groups.unstack_state(state, updates)
 
   return optax.GradientTransformation(init, update)
