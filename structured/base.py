@@ -212,13 +212,67 @@ def bmm(t: jax.Array, w_BxKxM: jax.Array, tokens_last: bool = False) -> jax.Arra
   Every backend runs this as one batched GEMM with no relayout of its own. Structured families
   move their activations into it explicitly, once per stage; an einsum with the batch axis between
   the token and feature axes lets XLA:CPU transpose the activations before and after every stage,
-  forward and backward (benchmarks/results/train_step_cpu.md).
+  forward and backward (benchmarks/results/train_step_cpu.md). Its weight gradient is formed in
+  the faster orientation (``_weight_grad``).
   """
   dtype = t.dtype
-  dims = (((1,), (1,)) if tokens_last else ((2,), (1,)), ((0,), (0,)))
-  operands = (w_BxKxM, t) if tokens_last else (t, w_BxKxM)
-  operands = tuple(cast_for_dot(o, dtype) for o in operands)
-  return jax.lax.dot_general(*operands, dims, preferred_element_type=operands[0].dtype)
+  return _bmm(cast_for_dot(t, dtype), cast_for_dot(w_BxKxM, dtype), tokens_last)
+
+
+def matmul(x_NxK: jax.Array, w_KxM: jax.Array) -> jax.Array:
+  """``x @ w`` for tokens x [N, K] and a weight [K, M], like ``bmm`` without the batch."""
+  dtype = x_NxK.dtype
+  return _bmm(cast_for_dot(x_NxK, dtype), cast_for_dot(w_KxM, dtype), False)
+
+
+def _dims(t: jax.Array, contract: tuple[int, int]):
+  """dot_general dimension numbers contracting axes ``contract`` (counted after the batch axis,
+  which [B, ., .] operands lead with and [., .] ones lack)."""
+  b = t.ndim - 2
+  return ((contract[0] + b,), (contract[1] + b,)), ((0,), (0,)) if b else ((), ())
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _bmm(t, w_KxM, tokens_last: bool):
+  operands = (w_KxM, t) if tokens_last else (t, w_KxM)
+  return jax.lax.dot_general(*operands, _dims(t, (0, 0) if tokens_last else (1, 0)),
+                             preferred_element_type=t.dtype)
+
+
+def _bmm_fwd(t, w_KxM, tokens_last):
+  return _bmm(t, w_KxM, tokens_last), (t, w_KxM)
+
+
+def _bmm_bwd(tokens_last, res, dy):
+  t, w_KxM = res
+  dy = dy.astype(t.dtype)
+  if tokens_last:   # t [K, N], dy [M, N]: the tokens are both operands' minor axis
+    dt = jax.lax.dot_general(w_KxM, dy, _dims(t, (1, 0)))
+    dw = jax.lax.dot_general(t, dy, _dims(t, (1, 1)))
+  else:             # t [N, K], dy [N, M]
+    dt = jax.lax.dot_general(dy, w_KxM, _dims(t, (1, 1)))
+    dw = _weight_grad(t, dy)
+  return dt.astype(t.dtype), dw.astype(w_KxM.dtype)
+
+
+_MIN_TOKENS = 128
+
+
+def _weight_grad(t_NxK: jax.Array, dy_NxM: jax.Array) -> jax.Array:
+  """t^T dy [K, M] (each with a leading batch axis or none), contracting the tokens, their major
+  axis. Where the weight has fewer outputs than inputs (M < K) it is formed as (dy^T t)^T:
+  XLA:CPU runs t^T dy 3-25x slower there (operands [2, 1024, 1024] x [2, 1024, 4]: 15 vs 0.6 ms; [4096, 1024] x
+  [4096, 256]: 72 vs 52 ms), and the optimization barrier keeps XLA from folding the small
+  transpose back into the dot. Only from ``_MIN_TOKENS`` tokens: with 2-3 tokens XLA:CPU aborts
+  compiling this form inside BLAST's backward (a dot operand left in a non-default layout), and
+  so few tokens gain nothing."""
+  if dy_NxM.shape[-1] < t_NxK.shape[-1] and t_NxK.shape[-2] >= _MIN_TOKENS:
+    dw_MxK = jax.lax.optimization_barrier(jax.lax.dot_general(dy_NxM, t_NxK, _dims(t_NxK, (0, 0))))
+    return jnp.swapaxes(dw_MxK, -1, -2)
+  return jax.lax.dot_general(t_NxK, dy_NxM, _dims(t_NxK, (0, 0)))
+
+
+_bmm.defvjp(_bmm_fwd, _bmm_bwd)
 
 
 def cast_for_dot(operand: jax.Array, dtype) -> jax.Array:

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from structured.base import (Core, StructuredLinear, StructureError, check_fraction, check_int,
-                             einsum, init_core, nearest_valid)
+from structured.base import (Core, StructuredLinear, StructureError, bmm, check_fraction,
+                             check_int, einsum, init_core, nearest_valid)
 from structured.low_rank import svd_split
 
 
@@ -63,10 +63,10 @@ class Blast(StructuredLinear):
     # (XLA:CPU's bf16 x bf16 -> f32 batched dot rejects other layouts; see masked.py)
     lead = x.shape[:-1]
     x_JxNxP = x.reshape(-1, self.b_in, self.p).transpose(1, 0, 2)
-    z_JxNxR = einsum("jnp,jpr->jnr", x_JxNxP, self.v[...]).astype(x.dtype)
+    z_JxNxR = bmm(x_JxNxP, self.v[...]).astype(x.dtype)
     w_RxNxI = einsum("rnj,rji->rni", z_JxNxR.transpose(2, 1, 0),
                      self.s[...].transpose(2, 0, 1)).astype(x.dtype)
-    y_IxNxQ = einsum("inr,irq->inq", w_RxNxI.transpose(2, 1, 0), self.u[...])
+    y_IxNxQ = bmm(w_RxNxI.transpose(2, 1, 0), self.u[...])
     return y_IxNxQ.transpose(1, 0, 2).reshape(*lead, self.d_out)
 
   def to_dense(self):

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import (Core, StructuredLinear, StructureError, check_int, einsum, init_core,
-                             nearest_valid)
+from structured.base import (Core, StructuredLinear, StructureError, bmm, check_int, einsum,
+                             init_core, nearest_valid)
 
 
 class BlockDiag(StructuredLinear):
@@ -33,7 +33,7 @@ class BlockDiag(StructuredLinear):
     # blocks lead (a batched matmul over k): XLA:CPU rejects the bf16 x bf16 -> f32 dot that
     # einsum('...kp,kpq->...kq') lowers to
     x_KxNxP = jnp.moveaxis(x.reshape(-1, self.blocks, self.d_in // self.blocks), 1, 0)
-    y_KxNxQ = einsum("knp,kpq->knq", x_KxNxP, self.w[...])
+    y_KxNxQ = bmm(x_KxNxP, self.w[...])
     return jnp.moveaxis(y_KxNxQ, 0, 1).reshape(*x.shape[:-1], self.d_out)
 
   def to_dense(self):

@@ -3,7 +3,7 @@
 import jax
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, einsum, init_core
+from structured.base import Core, StructuredLinear, init_core, matmul
 
 
 class Dense(StructuredLinear):
@@ -15,7 +15,7 @@ class Dense(StructuredLinear):
     self.w = init_core(rngs, (d_in, d_out), d_in, d_out)
 
   def _matmul(self, x):
-    return einsum("...i,io->...o", x, self.w[...])
+    return matmul(x, self.w[...])
 
   def to_dense(self):
     return self.w[...]

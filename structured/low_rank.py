@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from structured.base import (Core, StructuredLinear, StructureError, check_fraction, check_int,
-                             einsum, init_core)
+                             init_core, matmul)
 
 
 def resolve_rank(d_in: int, d_out: int, rank: int | None, rank_frac: float | None) -> int:
@@ -44,8 +44,8 @@ class LowRank(StructuredLinear):
     self.v = init_core(rngs, (self.rank, d_out), self.rank, d_out)
 
   def _matmul(self, x):
-    z = einsum("...i,ir->...r", x, self.u[...]).astype(x.dtype)
-    return einsum("...r,ro->...o", z, self.v[...])
+    z = matmul(x, self.u[...]).astype(x.dtype)
+    return matmul(z, self.v[...])
 
   def to_dense(self):
     return self.u[...] @ self.v[...]

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from structured.base import StructureError, check_int, einsum
+from structured.base import StructureError, bmm, check_int, einsum
+from structured.base import matmul as dense_matmul
 
 
 class Mask(nnx.Variable):
@@ -95,7 +96,7 @@ def matmul(x_NxI: jax.Array, blocks_KxIxO: jax.Array, rows: Ids, cols: Ids, d_ou
   d_in = x_NxI.shape[-1]
   if blocks_beat_dense(k, b, d_in, d_out):
     return block_matmul(x_NxI, blocks_KxIxO, rows, cols, d_out, acc)
-  y_NxO = einsum("ni,io->no", x_NxI, to_dense(blocks_KxIxO, rows, cols, d_in, d_out))
+  y_NxO = dense_matmul(x_NxI, to_dense(blocks_KxIxO, rows, cols, d_in, d_out))
   y_NxO = y_NxO.astype(jnp.float32)
   return y_NxO if acc is None else acc.astype(jnp.float32) + y_NxO
 
@@ -113,7 +114,7 @@ def block_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: Ids, cols: Ids, d_
   # block-major layout: the batched dot has its batch dim leading on both operands, the form
   # every backend runs (XLA:CPU's eager bf16 x bf16 -> f32 batched dot rejects n k i, k i o)
   x_KxNxI = x_NxI.reshape(n, -1, b_in).transpose(1, 0, 2)[_index(rows)]
-  y_KxNxO = einsum("kni,kio->kno", x_KxNxI, blocks_KxIxO)
+  y_KxNxO = bmm(x_KxNxI, blocks_KxIxO)
   shape_CxNxO = (d_out // b_out, n, b_out)
   y_CxNxO = (jnp.zeros(shape_CxNxO, jnp.float32) if acc is None
              else acc.astype(jnp.float32).reshape(n, d_out // b_out, b_out).transpose(1, 0, 2))

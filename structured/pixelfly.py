@@ -30,8 +30,8 @@ import numpy as np
 from flax import nnx
 
 from structured import masked
-from structured.base import (Core, StructuredLinear, StructureError, bmm, check_int, einsum,
-                             init_core, nearest_valid)
+from structured.base import (Core, StructuredLinear, StructureError, bmm, check_int, init_core,
+                             matmul, nearest_valid)
 from structured.low_rank import svd_split
 
 
@@ -90,8 +90,8 @@ class Pixelfly(StructuredLinear):
     return masked.effective_fans(self.n_kept * self.block**2, self.d_in, self.d_out)
 
   def _matmul(self, x):
-    z = einsum("...i,ir->...r", x, self.u[...]).astype(x.dtype)
-    low_rank = einsum("...r,ro->...o", z, self.v[...])
+    z = matmul(x, self.u[...]).astype(x.dtype)
+    low_rank = matmul(z, self.v[...])
     plan = tile_plan(self.d_in, self.d_out, self.butterfly_size, self.n_factors, self.block)
     if plan is None:
       return masked.matmul(x, self.blocks[...], self.rows, self.cols, self.d_out, low_rank)

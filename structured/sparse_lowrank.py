@@ -27,7 +27,7 @@ from flax import nnx
 
 from structured import masked
 from structured.base import (Core, StructuredLinear, StructureError, check_fraction, check_int,
-                             einsum, init_core)
+                             einsum, init_core, matmul)
 from structured.low_rank import svd_split
 
 IMPLS = ("dense", "gather")
@@ -78,8 +78,8 @@ class SparseLowRank(StructuredLinear):
   def _matmul(self, x):
     if self.impl == "dense":
       return einsum("...i,io->...o", x, self.to_dense())
-    z = einsum("...i,ir->...r", x, self.u[...]).astype(x.dtype)
-    y = einsum("...r,ro->...o", z, self.v[...])
+    z = matmul(x, self.u[...]).astype(x.dtype)
+    y = matmul(z, self.v[...])
     rows, cols = jnp.divmod(self.support[...], self.d_out)
     prod = (x[..., rows] * self.values[...].astype(x.dtype)).astype(jnp.float32)
     return y.astype(jnp.float32).at[..., cols].add(prod)   # the sparse terms summed in float32
