@@ -51,8 +51,8 @@ class Groups:
     for name, paths in self.members.items():
       value = stacked[name]
       for i, path in enumerate(paths):
-        masked = isinstance(value, optax.MaskedNode) or len(paths) == 1
-        flat[path] = value if masked else value[i]
+        whole = isinstance(value, optax.MaskedNode) or len(paths) == 1
+        flat[path] = value if whole else value[i]
     return jax.tree_util.tree_map_with_path(lambda p, _: flat[path_key(p)], like)
 
   def per_leaf(self, reduce: Callable[[jax.Array], jax.Array], tree) -> jax.Array:
