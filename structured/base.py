@@ -206,8 +206,9 @@ def einsum(expr: str, *operands: jax.Array) -> jax.Array:
 
 def bmm(t: jax.Array, w_BxKxM: jax.Array, tokens_last: bool = False) -> jax.Array:
   """Batched matmul with the batch axis leading: ``t[B, N, K] x w[B, K, M] -> [B, N, M]``, or with
-  ``tokens_last`` ``t[B, K, N] -> [B, M, N]``; in ``t``'s dtype (``w`` cast to it), float32
-  accumulation, the result in the dtype it ran in (see ``cast_for_dot``).
+  ``tokens_last`` ``t[B, K, N] -> [B, M, N]`` (without B: one matrix product); in ``t``'s dtype
+  (``w`` cast to it), float32 accumulation, the result in the dtype it ran in (see
+  ``cast_for_dot``).
 
   Every backend runs this as one batched GEMM with no relayout of its own. Structured families
   move their activations into it explicitly, once per stage; an einsum with the batch axis between
@@ -220,9 +221,8 @@ def bmm(t: jax.Array, w_BxKxM: jax.Array, tokens_last: bool = False) -> jax.Arra
 
 
 def matmul(x_NxK: jax.Array, w_KxM: jax.Array) -> jax.Array:
-  """``x @ w`` for tokens x [N, K] and a weight [K, M], like ``bmm`` without the batch."""
-  dtype = x_NxK.dtype
-  return _bmm(cast_for_dot(x_NxK, dtype), cast_for_dot(w_KxM, dtype), False)
+  """``x @ w`` for tokens x [N, K] and a weight [K, M]: ``bmm`` without the batch axis."""
+  return bmm(x_NxK, w_KxM)
 
 
 def _dims(t: jax.Array, contract: tuple[int, int]):
@@ -261,11 +261,11 @@ _MIN_TOKENS = 128
 def _weight_grad(t_NxK: jax.Array, dy_NxM: jax.Array) -> jax.Array:
   """t^T dy [K, M] (each with a leading batch axis or none), contracting the tokens, their major
   axis. Where the weight has fewer outputs than inputs (M < K) it is formed as (dy^T t)^T:
-  XLA:CPU runs t^T dy 3-25x slower there (operands [2, 1024, 1024] x [2, 1024, 4]: 15 vs 0.6 ms; [4096, 1024] x
-  [4096, 256]: 72 vs 52 ms), and the optimization barrier keeps XLA from folding the small
-  transpose back into the dot. Only from ``_MIN_TOKENS`` tokens: with 2-3 tokens XLA:CPU aborts
-  compiling this form inside BLAST's backward (a dot operand left in a non-default layout), and
-  so few tokens gain nothing."""
+  XLA:CPU runs t^T dy 3-25x slower there (operands [2, 1024, 1024] x [2, 1024, 4]: 15 vs
+  0.6 ms; [4096, 1024] x [4096, 256]: 72 vs 52 ms), and the optimization barrier keeps XLA from
+  folding the small transpose back into the dot. Only from ``_MIN_TOKENS`` tokens: with 2-3
+  tokens XLA:CPU aborts compiling this form inside BLAST's backward (a dot operand left in a
+  non-default layout), and so few tokens gain nothing."""
   if dy_NxM.shape[-1] < t_NxK.shape[-1] and t_NxK.shape[-2] >= _MIN_TOKENS:
     dw_MxK = jax.lax.optimization_barrier(jax.lax.dot_general(dy_NxM, t_NxK, _dims(t_NxK, (0, 0))))
     return jnp.swapaxes(dw_MxK, -1, -2)

@@ -98,10 +98,10 @@ def stacked(inner: optax.GradientTransformation, groups: Groups) -> optax.Gradie
     return groups.unstack_state(inner.init(groups.stack(params)), params)
 
   def update(updates, state, params=None):
-    stacked_params = None if params is None else groups.stack(params)
-    template = jax.eval_shape(inner.init, groups.stack(updates))
-    new, state = inner.update(groups.stack(updates), groups.stack_state(state, template),
-                              stacked_params)
+    stacked_updates = groups.stack(updates)
+    template = jax.eval_shape(inner.init, stacked_updates)
+    new, state = inner.update(stacked_updates, groups.stack_state(state, template),
+                              None if params is None else groups.stack(params))
     if any(len(paths) > 1 for paths in groups.members.values()):
       new, state = jax.lax.optimization_barrier((new, state))
     return groups.unstack(new, updates), groups.unstack_state(state, updates)
