@@ -11,8 +11,10 @@ the task's shapes, so no dataset is read):
   in RECIPE at its width;
 - ``gpt2``: configs/gpt2_owt.py at d_model 256, 4 layers, 4 heads, context 256, batch 8, float32,
   dense and BTT; ``vit``: configs/vit_cifar.py at its default size, dense and BTT;
-- ``layer``: one square d x d layer, forward + backward (grads of sum(y) w.r.t. params and input)
-  on 4096 tokens, d in {1024, 2048, 4096} (``--dims``).
+- ``layer``: one square d x d layer on 4096 tokens, d in {1024, 2048, 4096} (``--dims``): its
+  output y and the gradients (params and input) for a fixed random output cotangent. (Before
+  2026-12-05 the gradient was that of sum(y); for a linear map it does not need y, so XLA dropped
+  the forward's last product: dense's whole forward, a structured layer's last stage.)
 Every row reports the median (min, max) milliseconds of the full step (forward, backward, Adam
 update) and of the forward alone, the backward/forward ratio (fwd+bwd over fwd, minus 1), the
 achieved GFLOP/s (3 x forward FLOPs / step time: forward + two backward matmuls), and that rate as
@@ -138,12 +140,16 @@ def layer_row(name: str, d: int, tokens: int) -> tuple:
   layer = structured.make(kind, d, d, rngs=nnx.Rngs(0), **hparams)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
 
-  def loss(params, x, rest):   # the other state (block_sparse's coordinates) traced, as in training
-    return jnp.sum(nnx.merge(graphdef, params, rest)(x))
+  def apply(params, x, rest):   # the other state (block_sparse's coordinates) traced, as in training
+    return nnx.merge(graphdef, params, rest)(x)
 
-  grads, forward = jax.jit(jax.grad(loss, argnums=(0, 1))), jax.jit(loss)
-  x = jax.random.normal(jax.random.key(0), (tokens, d), jnp.float32)
-  return (lambda: grads(params, x, rest), lambda: forward(params, x, rest),
+  def forward_backward(params, x, rest, dy):   # y is returned: the forward cannot be dropped
+    y, pullback = jax.vjp(lambda p, v: apply(p, v, rest), params, x)
+    return y, pullback(dy)
+
+  step, forward = jax.jit(forward_backward), jax.jit(apply)
+  x, dy = (jax.random.normal(jax.random.key(k), (tokens, d), jnp.float32) for k in (0, 1))
+  return (lambda: step(params, x, rest, dy), lambda: forward(params, x, rest),
           layer.flops_per_token() * tokens)
 
 
