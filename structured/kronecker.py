@@ -1,7 +1,8 @@
 """Kronecker product of c factors: W = A_1 (x) A_2 (x) ... (x) A_c, A_k: [a_k, b_k].
 
 d_in = prod a_k, d_out = prod b_k (balanced factorizations). The input is viewed as a
-tensor x[a_1, ..., a_c] and contracted one mode at a time (A_1 first, each a plain GEMM), so the FLOPs are
+tensor x[a_1, ..., a_c] and contracted one mode at a time (A_1 first, each a plain GEMM:
+``tt.contract_modes``, Kronecker is TT at rank 1), so the FLOPs are
 2 sum_k prod(b_1..b_k) prod(a_k..a_c), e.g. 2 (b_1 d_in + a_2 d_out) for two factors, while
 params are only sum_k a_k b_k: FLOPs and parameters diverge. Projection: the Van
 Loan-Pitsianis rearrangement, whose best rank-1 approximation gives the factors.
@@ -14,9 +15,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, check_int, factorize, init_core, matmul
+from structured.base import Core, StructuredLinear, check_int, factorize, init_core
+from structured.tt import MAX_CORES, contract_modes
 
-MAX_FACTORS = 8   # as tt.MAX_CORES (Kronecker is TT at rank 1)
+MAX_FACTORS = MAX_CORES   # Kronecker is TT at rank 1
 
 
 class Kronecker(StructuredLinear):
@@ -36,15 +38,7 @@ class Kronecker(StructuredLinear):
     return [getattr(self, f"f{k}")[...] for k in range(len(self.a))]
 
   def _matmul(self, x):
-    # t[N, a_k..a_c, b_1..b_k-1]: each step moves mode a_k to the minor axis (a per-token
-    # transpose) and contracts it with one plain GEMM, so the outputs arrive as [N, b_1..b_c].
-    # An einsum contracting a middle mode left XLA:CPU a transposed-operand dot, fwd and bwd
-    # (single layer d = 1024: 48 vs 21 ms, benchmarks/results/kronecker_ab_cpu.md)
-    t = x.reshape(-1, *self.a)
-    for factor in self._factors:
-      t = jnp.moveaxis(t, 1, -1).astype(x.dtype)
-      t = matmul(t.reshape(-1, t.shape[-1]), factor).reshape(*t.shape[:-1], factor.shape[1])
-    return t.reshape(t.shape[0], self.d_out)
+    return contract_modes(x, [f[None, :, :, None] for f in self._factors])
 
   def to_dense(self):
     w, *rest = self._factors
