@@ -115,10 +115,13 @@ def spec_and_batch(cfg, rng: np.random.Generator) -> tuple[dict, dict]:
                 "y": rng.integers(0, classes, (b,))}
 
 
-def model_row(config_name: str, arg: str, quick: bool) -> tuple:
+def model_row(config_name: str, arg: str, quick: bool, edit=lambda cfg: None) -> tuple:
   """A row's (step, forward, flops): the config's model, muP init and optimizer, as the training
-  loop builds them (experiments/train/loop.py), on random data of the task's shapes."""
-  cfg = config.parse(bench_config(config_name, arg, quick))
+  loop builds them (experiments/train/loop.py), on random data of the task's shapes; ``edit``
+  may change the ConfigDict first."""
+  raw = bench_config(config_name, arg, quick)
+  edit(raw)
+  cfg = config.parse(raw)
   spec, batch = spec_and_batch(cfg, np.random.default_rng(0))
   model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
   base = factory.build_base(cfg.model, spec, cfg.mup)

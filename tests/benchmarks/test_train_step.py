@@ -5,14 +5,26 @@ import importlib.util
 import pathlib
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import structured
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
 
 
-def test_quick_run_writes_tables(tmp_path):
+def _bench():
   spec = importlib.util.spec_from_file_location("train_step_bench", SCRIPT)
   bench = importlib.util.module_from_spec(spec)
   sys.modules[spec.name] = bench   # dataclasses look their module up
   spec.loader.exec_module(bench)
+  return bench
+
+
+def test_quick_run_writes_tables(tmp_path):
+  bench = _bench()
   out = tmp_path / "bench"
   rows = bench.main(["--quick", "--parts", "layer", "recipe", "--repeats", "1", "--out", str(out)])
   assert [r.name for r in rows] == ["dense w=256", "btt r=1 w=1024", "dense", "btt"]
@@ -24,9 +36,20 @@ def test_quick_run_writes_tables(tmp_path):
 
 
 def test_rows_keeps_the_dense_baseline_and_the_matching_rows(tmp_path):
-  spec = importlib.util.spec_from_file_location("train_step_bench", SCRIPT)
-  bench = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = bench
-  spec.loader.exec_module(bench)
+  bench = _bench()
   rows = bench.main(["--quick", "--parts", "layer", "--repeats", "1", "--rows", "no such row"])
   assert [r.name for r in rows] == ["dense"]
+
+
+def test_layer_step_runs_the_forward_and_the_backward():
+  """The timed layer step returns y = x W and the gradients for its fixed cotangent dy: with the
+  gradient of sum(y), XLA dropped dense's forward product (dead code for a linear map)."""
+  step, _, flops = _bench().layer_row("dense", 16, 32)
+  y, (d_params, dx) = step()
+  w = structured.make("dense", 16, 16, rngs=nnx.Rngs(0)).to_dense()
+  x, dy = (jax.random.normal(jax.random.key(k), (32, 16), jnp.float32) for k in (0, 1))
+  np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dx, dy @ w.T, rtol=1e-5, atol=1e-5)
+  (dw,) = jax.tree.leaves(d_params)
+  np.testing.assert_allclose(dw.reshape(w.shape), x.T @ dy, rtol=1e-5, atol=1e-5)
+  assert flops == 2 * 16 * 16 * 32
