@@ -3,7 +3,8 @@
   python -m benchmarks.profile_summary WORKDIR/profile [--top 15]
 
 Reads the newest ``*.xplane.pb`` under the folder (written by ``profile_steps``), and for each
-device plane (a GPU or TPU; the host if there is none) prints: the traced span, the time some
+device plane (a GPU or TPU; else the host, where XLA:CPU's thread pools run the HLO instructions
+beside Python frames and thunk waits, which are left out) prints: the traced span, the time some
 kernel was running (busy) and the rest (idle: host syncs, launch gaps, input waits), and the
 kernels with the most total time, each with its share of busy time and a category (matmul,
 matmul f32, attention, collective, copy, other fusion) read off its name.
@@ -12,13 +13,18 @@ matmul f32, attention, collective, copy, other fusion) read off its name.
 import argparse
 import collections
 import pathlib
+import re
 
 from jax import profiler
 
-CATEGORIES = (   # first match wins; names as cuBLAS/cuDNN/XLA:GPU and XLA:TPU print them
+# first match wins; names as cuBLAS/cuDNN/XLA:GPU, XLA:TPU and XLA:CPU print them (XLA:CPU's
+# YNNPACK/XNNPACK/oneDNN fusions are mostly dots)
+CATEGORIES = (
     ("attention", ("fmha", "flash", "attention", "softmax")),
-    ("matmul", ("gemm", "cublas", "cutlass", "xmma", "convolution", "dot", "matmul", "wgmma")),
-    ("collective", ("all-reduce", "all_reduce", "allreduce", "all-gather", "reduce-scatter", "nccl")),
+    ("matmul", ("gemm", "cublas", "cutlass", "xmma", "convolution", "dot", "matmul", "wgmma",
+                "ynn_fusion", "xnn_fusion", "onednn")),
+    ("collective", ("all-reduce", "all_reduce", "allreduce", "all-gather", "reduce-scatter",
+                    "nccl")),
     ("copy", ("memcpy", "memset", "copy", "transpose")),
 )
 
@@ -31,20 +37,34 @@ def category(kernel: str) -> str:
   return found
 
 
+HLO_NAME = re.compile(r"[a-z][a-z0-9_-]*(\.\d+)?")   # e.g. ynn_fusion.27, dot_general.82
+
+
 def kernel_lines(plane):
   """A device plane's lines that hold kernel executions (GPU streams or TPU ops), not the
-  summary lines (XLA Modules, Steps, ...)."""
+  summary lines (XLA Modules, Steps, ...); on the host (XLA:CPU) its thread pools' lines."""
   lines = list(plane.lines)
   streams = [l for l in lines if l.name.startswith("Stream")]
-  return streams or [l for l in lines if l.name in ("XLA Ops", "TensorFlow Ops")] or lines
+  return (streams or [l for l in lines if l.name in ("XLA Ops", "TensorFlow Ops")]
+          or [l for l in lines if l.name.startswith("tf_XLA")] or lines)
+
+
+def kernel_events(plane):
+  """The kernel executions of ``plane``; on the host, only events named as HLO instructions (not
+  the Python frames, thunk-executor waits and dispatch spans that share the lines)."""
+  host = not any(l.name.startswith("Stream") or l.name in ("XLA Ops", "TensorFlow Ops")
+                 for l in plane.lines)
+  for line in kernel_lines(plane):
+    for event in line.events:
+      if not host or HLO_NAME.fullmatch(event.name):
+        yield event
 
 
 def summarize(plane, top: int) -> str:
   totals, intervals = collections.Counter(), []
-  for line in kernel_lines(plane):
-    for event in line.events:
-      totals[event.name] += event.duration_ns
-      intervals.append((event.start_ns, event.end_ns))
+  for event in kernel_events(plane):
+    totals[event.name] += event.duration_ns
+    intervals.append((event.start_ns, event.end_ns))
   if not intervals:
     return f"## {plane.name}\n\nno events\n"
   intervals.sort()

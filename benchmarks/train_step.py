@@ -19,7 +19,8 @@ Every row reports the median (min, max) milliseconds of the full step (forward, 
 update) and of the forward alone, the backward/forward ratio (fwd+bwd over fwd, minus 1), the
 achieved GFLOP/s (3 x forward FLOPs / step time: forward + two backward matmuls), and that rate as
 a fraction of the dense row of the same part, measured in the same process. ``--quick`` shrinks
-everything to seconds (tests run it). Writes ``OUT.md`` and ``OUT.csv``.
+everything to seconds (tests run it). Writes ``OUT.md`` and ``OUT.csv``; ``--profile DIR``
+also traces 3 steps of each row (``python -m benchmarks.profile_summary DIR/<part>-<row>``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import csv
 import dataclasses
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -156,9 +158,11 @@ def layer_row(name: str, d: int, tokens: int) -> tuple:
           layer.flops_per_token() * tokens)
 
 
-def time_rows(builders: list[tuple[str, str, callable]], repeats: int) -> list[Row]:
+def time_rows(builders: list[tuple[str, str, callable]], repeats: int,
+              profile_dir: str | None = None) -> list[Row]:
   """Builds every row, warms each up, then times them round-robin (``repeats`` rounds), so
-  machine load drifts hit all rows alike."""
+  machine load drifts hit all rows alike; with ``profile_dir``, then traces 3 more steps of each
+  row into ``profile_dir/<part>-<row>`` (``python -m benchmarks.profile_summary`` reads them)."""
   built = []
   for part, name, build in builders:
     step, forward, flops = build()
@@ -171,6 +175,11 @@ def time_rows(builders: list[tuple[str, str, callable]], repeats: int) -> list[R
         start = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
+  for row, step, _ in built if profile_dir else ():
+    slug = re.sub(r"\W+", "_", f"{row.part}-{row.name}")
+    with jax.profiler.trace(os.path.join(profile_dir, slug)):
+      for _ in range(3):
+        jax.block_until_ready(step())
   return [row for row, _, _ in built]
 
 
@@ -245,6 +254,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
   parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048, 4096],
                       help="the single-layer widths d (part 'layer')")
   parser.add_argument("--out", help="write OUT.md and OUT.csv")
+  parser.add_argument("--profile", metavar="DIR",
+                      help="after timing, trace 3 steps of each row into DIR/<part>-<row>")
   args = parser.parse_args(argv)
   command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])
   text, rows = header(args, command), []
@@ -252,7 +263,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
   for title, part_rows in builders(args.parts, args.quick, tuple(args.dims)).items():
     if args.rows:
       part_rows = part_rows[:1] + [r for r in part_rows[1:] if any(t in r[1] for t in args.rows)]
-    timed = time_rows(part_rows, args.repeats)
+    timed = time_rows(part_rows, args.repeats, args.profile)
     host_allocator.release_free_memory()   # the next table's buffers differ in size
     section = table(timed, title)
     print(section, flush=True)

@@ -34,3 +34,20 @@ def test_categories_follow_the_kernel_names():
   assert profile_summary.category("all-reduce.3") == "collective"
   assert profile_summary.category("loop_transpose_fusion_24") == "copy"
   assert profile_summary.category("wrapped_convert_80") == "other fusion"
+
+
+def test_on_the_host_only_hlo_instructions_count():
+  """XLA:CPU: the thread-pool lines also hold Python frames and thunk-executor spans; only events
+  named as HLO instructions are kernels, and YNNPACK fusions (XLA:CPU's dots) are matmuls."""
+  plane = NS(name="/host:CPU", lines=[
+      NS(name="python", events=[_event("$api.py:2479 block_until_ready", 0, 100)]),
+      NS(name="tf_XLAEigen/123", events=[_event("ThunkExecutor::Execute", 0, 90),
+                                         _event("ynn_fusion.27", 0, 30),
+                                         _event("transpose_copy_fusion.2", 30, 40),
+                                         _event("$graphlib.py:882 _graph_flatten", 40, 60),
+                                         _event("multiply_add_fusion", 60, 65)])])
+  text = profile_summary.summarize(plane, top=5)
+  assert "traced span 65.0 ms; some kernel running 45.0 ms" in text
+  assert "| matmul | 30.0 | 67% |" in text and "| copy | 10.0 | 22% |" in text
+  kernels = [line.split("`")[1] for line in text.splitlines() if line.startswith("| `")]
+  assert kernels == ["ynn_fusion.27", "transpose_copy_fusion.2", "multiply_add_fusion"]

@@ -26,13 +26,17 @@ def _bench():
 def test_quick_run_writes_tables(tmp_path):
   bench = _bench()
   out = tmp_path / "bench"
-  rows = bench.main(["--quick", "--parts", "layer", "recipe", "--repeats", "1", "--out", str(out)])
+  rows = bench.main(["--quick", "--parts", "layer", "recipe", "--repeats", "1", "--out", str(out),
+                     "--profile", str(tmp_path / "trace")])
   assert [r.name for r in rows] == ["dense w=256", "btt r=1 w=1024", "dense", "btt"]
   assert all(r.flops > 0 and len(r.step_s) == len(r.fwd_s) == 1 for r in rows)
   with open(f"{out}.csv") as f:
     assert len(list(csv.DictReader(f))) == 4
   text = pathlib.Path(f"{out}.md").read_text()
   assert "| btt r=1 w=1024 |" in text and "Load average at start" in text
+  traced = sorted(p.name for p in (tmp_path / "trace").iterdir())
+  assert traced == ["layer_btt", "layer_dense", "recipe_btt_r_1_w_1024", "recipe_dense_w_256"]
+  assert list((tmp_path / "trace" / "layer_btt").rglob("*.xplane.pb"))
 
 
 def test_rows_keeps_the_dense_baseline_and_the_matching_rows(tmp_path):
