@@ -16,9 +16,11 @@ the task's shapes, so no dataset is read):
   2026-12-05 the gradient was that of sum(y); for a linear map it does not need y, so XLA dropped
   the forward's last product: dense's whole forward, a structured layer's last stage.)
 Every row reports the median (min, max) milliseconds of the full step (forward, backward, Adam
-update) and of the forward alone, the backward/forward ratio (fwd+bwd over fwd, minus 1), the
-achieved GFLOP/s (3 x forward FLOPs / step time: forward + two backward matmuls), and that rate as
-a fraction of the dense row of the same part, measured in the same process. ``--quick`` shrinks
+update), of the forward alone and of forward + backward without the update (a model row's step
+also runs Adam; a layer row's step is its forward + backward), the backward/forward ratio
+(forward + backward over forward, minus 1), the achieved GFLOP/s (3 x forward FLOPs / step time:
+forward + two backward matmuls), and that rate as a fraction of the dense row of the same part,
+measured in the same process. ``--quick`` shrinks
 everything to seconds (tests run it). Writes ``OUT.md`` and ``OUT.csv``; ``--profile DIR``
 also traces 3 steps of each row (``python -m benchmarks.profile_summary DIR/<part>-<row>``).
 """
@@ -34,6 +36,7 @@ import re
 import statistics
 import sys
 import time
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,9 +89,23 @@ class Row:
   flops: int            # forward FLOPs of one step's batch
   step_s: list[float]   # full step (fwd + bwd [+ update]) seconds per repeat
   fwd_s: list[float]    # forward-only seconds per repeat
+  grad_s: list[float] = dataclasses.field(default_factory=list)   # fwd + bwd, no update
+
+  def fwd_bwd_s(self) -> list[float]:
+    """Forward + backward without the optimizer update (a layer row's step is just that)."""
+    return self.grad_s or self.step_s
 
   def gflops(self) -> float:
     return 3 * self.flops / statistics.median(self.step_s) / 1e9
+
+
+class Timing(NamedTuple):
+  """What a row's builder returns: the functions to time, each run to completion, and the forward
+  FLOPs of one call; ``grads`` (forward + backward without the update) where the step has more."""
+  step: Callable[[], object]
+  forward: Callable[[], object]
+  flops: int
+  grads: Callable[[], object] | None = None
 
 
 def bench_config(name: str, arg: str, quick: bool):
@@ -118,9 +135,9 @@ def spec_and_batch(cfg, rng: np.random.Generator) -> tuple[dict, dict]:
 
 
 def model_row(config_name: str, arg: str, quick: bool, edit=lambda cfg: None) -> tuple:
-  """A row's (step, forward, flops): the config's model, muP init and optimizer, as the training
-  loop builds them (experiments/train/loop.py), on random data of the task's shapes; ``edit``
-  may change the ConfigDict first."""
+  """A row's step, forward, flops and forward + backward: the config's model, muP init and
+  optimizer, as the training loop builds them (experiments/train/loop.py), on random data of the
+  task's shapes; ``edit`` may change the ConfigDict first."""
   raw = bench_config(config_name, arg, quick)
   edit(raw)
   cfg = config.parse(raw)
@@ -133,10 +150,11 @@ def model_row(config_name: str, arg: str, quick: bool, edit=lambda cfg: None) ->
   loss = "lm" if cfg.model.name == "gpt2" else "xent"
   batch = jax.tree.map(jnp.asarray, batch)
   forward = nnx.jit(lambda m, b: steps.loss_fn(m, b, loss))
+  grads = nnx.jit(lambda m, b: nnx.value_and_grad(lambda m: steps.loss_fn(m, b, loss))(m))
   flops = (model.flops_per_example(count_lookup=False) if loss == "lm"
            else model.flops_per_example())   # what XLA executes: the embedding is a lookup
-  return (lambda: steps.train_step(model, optimizer, batch, loss),
-          lambda: forward(model, batch), flops * cfg.batch_size)
+  return Timing(lambda: steps.train_step(model, optimizer, batch, loss),
+                lambda: forward(model, batch), flops * cfg.batch_size, lambda: grads(model, batch))
 
 
 def layer_row(name: str, d: int, tokens: int) -> tuple:
@@ -154,24 +172,27 @@ def layer_row(name: str, d: int, tokens: int) -> tuple:
 
   step, forward = jax.jit(forward_backward), jax.jit(apply)
   x, dy = (jax.random.normal(jax.random.key(k), (tokens, d), jnp.float32) for k in (0, 1))
-  return (lambda: step(params, x, rest, dy), lambda: forward(params, x, rest),
-          layer.flops_per_token() * tokens)
+  return Timing(lambda: step(params, x, rest, dy), lambda: forward(params, x, rest),
+                layer.flops_per_token() * tokens)
 
 
 def time_rows(builders: list[tuple[str, str, callable]], repeats: int,
               profile_dir: str | None = None) -> list[Row]:
-  """Builds every row, warms each up, then times them round-robin (``repeats`` rounds), so
-  machine load drifts hit all rows alike; with ``profile_dir``, then traces 3 more steps of each
-  row into ``profile_dir/<part>-<row>`` (``python -m benchmarks.profile_summary`` reads them)."""
+  """Builds every row (each builder returns a ``Timing`` or its first fields as a tuple), warms
+  each up, then times them round-robin (``repeats`` rounds), so machine load drifts hit all rows
+  alike; with ``profile_dir``, then traces 3 more steps of each row into
+  ``profile_dir/<part>-<row>`` (``python -m benchmarks.profile_summary`` reads them)."""
   built = []
   for part, name, build in builders:
-    step, forward, flops = build()
-    jax.block_until_ready((step(), forward()))    # compile + warm-up
-    built.append((Row(part, name, flops, [], []), step, forward))
+    step, forward, flops, grads = Timing(*build())
+    row = Row(part, name, flops, [], [])
+    timed = [(step, row.step_s), (forward, row.fwd_s)] + ([(grads, row.grad_s)] if grads else [])
+    jax.block_until_ready([fn() for fn, _ in timed])    # compile + warm-up
+    built.append((row, step, timed))
     print(f"  built {part}: {name}", file=sys.stderr, flush=True)
   for _ in range(repeats):
-    for row, step, forward in built:
-      for fn, times in ((step, row.step_s), (forward, row.fwd_s)):
+    for _, _, timed in built:
+      for fn, times in timed:
         start = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
@@ -191,14 +212,15 @@ def table(rows: list[Row], title: str) -> str:
   dense = rows[0]   # every table's first row is its dense baseline
   dense_step = statistics.median(dense.step_s)
   lines = [f"### {title}", "",
-           "| row | fwd GFLOP | step ms median (min-max) | fwd ms median (min-max) | bwd/fwd "
-           "| GFLOP/s | GFLOP/s vs dense | time vs dense |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| row | fwd GFLOP | step ms median (min-max) | fwd ms median (min-max) "
+           "| fwd+bwd ms median (min-max) | bwd/fwd | GFLOP/s | GFLOP/s vs dense | time vs dense |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     step, fwd = statistics.median(r.step_s), statistics.median(r.fwd_s)
+    bwd = statistics.median(r.fwd_bwd_s()) - fwd
     lines.append(f"| {r.name} | {r.flops / 1e9:.3f} | {_ms(r.step_s)} | {_ms(r.fwd_s)} "
-                 f"| {(step - fwd) / fwd:.2f} | {r.gflops():.1f} | {r.gflops() / dense.gflops():.2f} "
-                 f"| {step / dense_step:.2f} |")
+                 f"| {_ms(r.fwd_bwd_s())} | {bwd / fwd:.2f} | {r.gflops():.1f} "
+                 f"| {r.gflops() / dense.gflops():.2f} | {step / dense_step:.2f} |")
   return "\n".join(lines) + "\n"
 
 
@@ -275,11 +297,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
     with open(args.out + ".csv", "w", newline="") as f:
       writer = csv.writer(f)
       writer.writerow(["part", "row", "fwd_flops", "step_ms_median", "step_ms_min", "step_ms_max",
-                       "fwd_ms_median", "gflops_per_s"])
+                       "fwd_ms_median", "fwd_bwd_ms_median", "gflops_per_s"])
       for r in rows:
         writer.writerow([r.part, r.name, r.flops, 1e3 * statistics.median(r.step_s),
                          1e3 * min(r.step_s), 1e3 * max(r.step_s),
-                         1e3 * statistics.median(r.fwd_s), r.gflops()])
+                         1e3 * statistics.median(r.fwd_s), 1e3 * statistics.median(r.fwd_bwd_s()),
+                         r.gflops()])
   return rows
 
 

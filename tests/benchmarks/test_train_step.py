@@ -30,10 +30,14 @@ def test_quick_run_writes_tables(tmp_path):
                      "--profile", str(tmp_path / "trace")])
   assert [r.name for r in rows] == ["dense w=256", "btt r=1 w=1024", "dense", "btt"]
   assert all(r.flops > 0 and len(r.step_s) == len(r.fwd_s) == 1 for r in rows)
+  # model rows also time forward + backward without the optimizer update; layer rows are that
+  assert [len(r.grad_s) for r in rows] == [1, 1, 0, 0]
+  assert all(r.fwd_bwd_s() == (r.grad_s or r.step_s) for r in rows)
   with open(f"{out}.csv") as f:
     assert len(list(csv.DictReader(f))) == 4
   text = pathlib.Path(f"{out}.md").read_text()
   assert "| btt r=1 w=1024 |" in text and "Load average at start" in text
+  assert "| fwd+bwd ms median (min-max) | bwd/fwd |" in text
   traced = sorted(p.name for p in (tmp_path / "trace").iterdir())
   assert traced == ["layer_btt", "layer_dense", "recipe_btt_r_1_w_1024", "recipe_dense_w_256"]
   assert list((tmp_path / "trace" / "layer_btt").rglob("*.xplane.pb"))
@@ -48,7 +52,8 @@ def test_rows_keeps_the_dense_baseline_and_the_matching_rows(tmp_path):
 def test_layer_step_runs_the_forward_and_the_backward():
   """The timed layer step returns y = x W and the gradients for its fixed cotangent dy: with the
   gradient of sum(y), XLA dropped dense's forward product (dead code for a linear map)."""
-  step, _, flops = _bench().layer_row("dense", 16, 32)
+  step, _, flops, grads = _bench().layer_row("dense", 16, 32)
+  assert grads is None   # the layer step is forward + backward already
   y, (d_params, dx) = step()
   w = structured.make("dense", 16, 16, rngs=nnx.Rngs(0)).to_dense()
   x, dy = (jax.random.normal(jax.random.key(k), (32, 16), jnp.float32) for k in (0, 1))
