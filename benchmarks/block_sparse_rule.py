@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.train_step import time_rows
+from benchmarks.timing import time_rows
 from experiments import host_allocator
 from structured import masked
 

@@ -3,7 +3,7 @@
   PYTHONPATH=. python benchmarks/gpt2_floor.py [--repeats 5]
                                                [--out benchmarks/results/gpt2_floor_cpu]
 
-In one process, round-robin (``train_step.time_rows``): the full train step of
+In one process, round-robin (``timing.time_rows``): the full train step of
 configs/gpt2_owt.py at the size of benchmarks/train_step.py (d 256, 4 layers, context 256,
 batch 8, vocab 50304, float32); the same step with a 256-token vocabulary (the blocks, the
 embeddings and Adam without the big head); the head alone, logits = h W for h [B L, d] and
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks import train_step as bench
+from benchmarks import timing, train_step as bench
 from experiments import host_allocator
 from experiments.train import step as steps
 
@@ -70,15 +70,15 @@ def main(argv=None):
   builders = [("step", "full step", lambda: bench.model_row("gpt2_owt", ARG, args.quick)),
               ("step", "full step, vocab 256",
                lambda: bench.model_row("gpt2_owt", ARG, args.quick, _small_vocab))]
-  rows = bench.time_rows(builders + head_rows(args.quick), args.repeats)
+  rows = timing.time_rows(builders + head_rows(args.quick), args.repeats)
   ms = {r.name: 1e3 * statistics.median(r.step_s) for r in rows}
   full = ms["full step"]
   lines = [f"Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; median "
            f"(min-max) of {args.repeats} round-robin repeats, float32, "
-           f"host malloc: {bench._malloc()}\n",
+           f"host malloc: {timing.malloc_label()}\n",
            "| part | ms median (min-max) | GFLOP/s | share of the full step |",
            "|---|---:|---:|---:|"]
-  lines += [f"| {r.name} | {bench._ms(r.step_s)} | {r.gflops() if r.flops else float('nan'):.1f} "
+  lines += [f"| {r.name} | {timing.ms_range(r.step_s)} | {r.gflops() if r.flops else float('nan'):.1f} "
             f"| {ms[r.name] / full:.2f} |" for r in rows]
   gemms = sum(v for k, v in ms.items() if k.startswith("GEMM"))
   parts = ms["head fwd+bwd (3 GEMMs + cross-entropy)"] + ms["full step, vocab 256"]

@@ -29,14 +29,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import os
 import platform
-import re
 import statistics
 import sys
-import time
-from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 import structured
+from benchmarks.timing import Row, Timing, malloc_label, ms_range, time_rows
 from experiments import config, host_allocator
 from experiments.train import optim, step as steps
 from models import factory
@@ -80,32 +77,6 @@ LAYERS = {"dense": ("dense", {}), "btt": ("btt", {"rank": 1}), "monarch": ("mona
           "block_sparse": ("block_sparse", {"density": 0.25}),
           "block_sparse b=128": ("block_sparse", {"density": 0.25, "block": 128}),
           "pixelfly": ("pixelfly", {}), "tt": ("tt", {"cores": 3, "rank": 2})}
-
-
-@dataclasses.dataclass
-class Row:
-  part: str
-  name: str
-  flops: int            # forward FLOPs of one step's batch
-  step_s: list[float]   # full step (fwd + bwd [+ update]) seconds per repeat
-  fwd_s: list[float]    # forward-only seconds per repeat
-  grad_s: list[float] = dataclasses.field(default_factory=list)   # fwd + bwd, no update
-
-  def fwd_bwd_s(self) -> list[float]:
-    """Forward + backward without the optimizer update (a layer row's step is just that)."""
-    return self.grad_s or self.step_s
-
-  def gflops(self) -> float:
-    return 3 * self.flops / statistics.median(self.step_s) / 1e9
-
-
-class Timing(NamedTuple):
-  """What a row's builder returns: the functions to time, each run to completion, and the forward
-  FLOPs of one call; ``grads`` (forward + backward without the update) where the step has more."""
-  step: Callable[[], object]
-  forward: Callable[[], object]
-  flops: int
-  grads: Callable[[], object] | None = None
 
 
 def bench_config(name: str, arg: str, quick: bool):
@@ -176,38 +147,6 @@ def layer_row(name: str, d: int, tokens: int) -> tuple:
                 layer.flops_per_token() * tokens)
 
 
-def time_rows(builders: list[tuple[str, str, callable]], repeats: int,
-              profile_dir: str | None = None) -> list[Row]:
-  """Builds every row (each builder returns a ``Timing`` or its first fields as a tuple), warms
-  each up, then times them round-robin (``repeats`` rounds), so machine load drifts hit all rows
-  alike; with ``profile_dir``, then traces 3 more steps of each row into
-  ``profile_dir/<part>-<row>`` (``python -m benchmarks.profile_summary`` reads them)."""
-  built = []
-  for part, name, build in builders:
-    step, forward, flops, grads = Timing(*build())
-    row = Row(part, name, flops, [], [])
-    timed = [(step, row.step_s), (forward, row.fwd_s)] + ([(grads, row.grad_s)] if grads else [])
-    jax.block_until_ready([fn() for fn, _ in timed])    # compile + warm-up
-    built.append((row, step, timed))
-    print(f"  built {part}: {name}", file=sys.stderr, flush=True)
-  for _ in range(repeats):
-    for _, _, timed in built:
-      for fn, times in timed:
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-  for row, step, _ in built if profile_dir else ():
-    slug = re.sub(r"\W+", "_", f"{row.part}-{row.name}")
-    with jax.profiler.trace(os.path.join(profile_dir, slug)):
-      for _ in range(3):
-        jax.block_until_ready(step())
-  return [row for row, _, _ in built]
-
-
-def _ms(times: list[float]) -> str:
-  return f"{1e3 * statistics.median(times):.1f} ({1e3 * min(times):.1f}-{1e3 * max(times):.1f})"
-
-
 def table(rows: list[Row], title: str) -> str:
   dense = rows[0]   # every table's first row is its dense baseline
   dense_step = statistics.median(dense.step_s)
@@ -218,8 +157,8 @@ def table(rows: list[Row], title: str) -> str:
   for r in rows:
     step, fwd = statistics.median(r.step_s), statistics.median(r.fwd_s)
     bwd = statistics.median(r.fwd_bwd_s()) - fwd
-    lines.append(f"| {r.name} | {r.flops / 1e9:.3f} | {_ms(r.step_s)} | {_ms(r.fwd_s)} "
-                 f"| {_ms(r.fwd_bwd_s())} | {bwd / fwd:.2f} | {r.gflops():.1f} "
+    lines.append(f"| {r.name} | {r.flops / 1e9:.3f} | {ms_range(r.step_s)} | {ms_range(r.fwd_s)} "
+                 f"| {ms_range(r.fwd_bwd_s())} | {bwd / fwd:.2f} | {r.gflops():.1f} "
                  f"| {r.gflops() / dense.gflops():.2f} | {step / dense_step:.2f} |")
   return "\n".join(lines) + "\n"
 
@@ -247,18 +186,12 @@ def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048,
   return out
 
 
-def _malloc() -> str:
-  if not host_allocator.preloaded():
-    return "system"
-  return f"tcmalloc, heap limit {os.environ.get(host_allocator.HEAP_LIMIT, 'none')} MB"
-
-
 def header(args, command: str) -> str:
   load = os.getloadavg()
   return (f"# Train-step and layer timings\n\nCommand: `{command}`\n\n"
           f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
-          f"float32, host malloc: {_malloc()} "
+          f"float32, host malloc: {malloc_label()} "
           f"(experiments/host_allocator.py). Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           f"(1 / 5 / 15 min). Median (min-max) of {args.repeats} round-robin repeats after a "
           "warm-up; GFLOP/s = 3 x forward FLOPs / step time.\n")
