@@ -78,8 +78,9 @@ def main(argv=None):
            f"host malloc: {timing.malloc_label()}\n",
            "| part | ms median (min-max) | GFLOP/s | share of the full step |",
            "|---|---:|---:|---:|"]
-  lines += [f"| {r.name} | {timing.ms_range(r.step_s)} | {r.gflops() if r.flops else float('nan'):.1f} "
-            f"| {ms[r.name] / full:.2f} |" for r in rows]
+  lines += [f"| {r.name} | {timing.ms_range(r.step_s)} "
+            f"| {r.gflops() if r.flops else float('nan'):.1f} | {ms[r.name] / full:.2f} |"
+            for r in rows]
   gemms = sum(v for k, v in ms.items() if k.startswith("GEMM"))
   parts = ms["head fwd+bwd (3 GEMMs + cross-entropy)"] + ms["full step, vocab 256"]
   parts += ms["Adam on embedding + head"]
