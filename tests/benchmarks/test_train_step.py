@@ -32,7 +32,6 @@ def test_quick_run_writes_tables(tmp_path):
   assert all(r.flops > 0 and len(r.step_s) == len(r.fwd_s) == 1 for r in rows)
   # model rows also time forward + backward without the optimizer update; layer rows are that
   assert [len(r.grad_s) for r in rows] == [1, 1, 0, 0]
-  assert all(r.fwd_bwd_s() == (r.grad_s or r.step_s) for r in rows)
   with open(f"{out}.csv") as f:
     assert len(list(csv.DictReader(f))) == 4
   text = pathlib.Path(f"{out}.md").read_text()
