@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from benchmarks.timing import forward_backward
 from experiments import host_allocator
 from experiments.train import writers
 from pallas_kernels import backend
@@ -34,14 +35,6 @@ from pallas_kernels.btt import reference as btt_ref
 PEAK_HBM = {"H100": 3.35, "H200": 4.8, "TPU v4": 1.2, "TPU v5 lite": 0.82, "TPU v5e": 0.82,
             "TPU v5p": 2.76, "TPU v6": 1.64}
 RESULTS = pathlib.Path(__file__).parent / "results"
-
-
-def fwd_bwd(fn):
-  """jit of (x, *params) -> (y, grads) for a fixed random cotangent: one forward + one backward."""
-  def step(ct, *args):
-    y, vjp = jax.vjp(fn, *args)
-    return y, vjp(ct)
-  return jax.jit(step)
 
 
 def median_seconds(step, args, iters):
@@ -140,7 +133,7 @@ def main():
     outs, dense_s = {}, None
     for name, fn, params, flops, ref in cases(d, args.rank, args.density, args.quick):
       try:   # one case that fails to lower or compile is a row, not the end of the table
-        step = fwd_bwd(fn)
+        step = forward_backward(fn)
         outs[name] = step(ct, x, *params)
         seconds = median_seconds(step, (ct, x, *params), iters)
       except Exception as e:   # noqa: BLE001 (reported in the table and the CSV)

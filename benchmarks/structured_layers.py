@@ -4,10 +4,12 @@
                        [--repeats 5] [--out PATH]
 
 Each family is built with its preset in PRESETS (its defaults otherwise). Time is the median
-over ``--repeats`` runs of one jitted forward + backward (gradients of sum(y) with respect to
-the parameters and the input) on a [batch, d] float32 batch, after a warm-up call, on the
-default device. Dense is always measured: it is the baseline of the relative columns. A
-family that cannot be built at a width (StructureError) is listed with the reason.
+over ``--repeats`` runs of one jitted forward + backward (y and the gradients for a fixed random
+output cotangent w.r.t. the parameters and the input, ``timing.forward_backward``; before
+2026-12-05 the gradients of sum(y), which lets XLA drop dense's forward) on a [batch, d] float32
+batch, after a warm-up call, on the default device. Dense is always measured: it is the baseline
+of the relative columns. A family that cannot be built at a width (StructureError) is listed
+with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import structured
+from benchmarks.timing import forward_backward
 from experiments import host_allocator
 from structured import StructureError
 
@@ -38,17 +41,14 @@ DEFAULT_DIMS = (256, 512, 1024, 2048, 4096)
 def time_fwd_bwd(layer: structured.StructuredLinear, batch: int, repeats: int) -> float:
   """Median seconds of one jitted forward + backward of ``layer`` on a [batch, d_in] batch."""
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
-
-  def loss(params, x):
-    return jnp.sum(nnx.merge(graphdef, params, rest)(x).astype(jnp.float32))
-
-  step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  step = forward_backward(lambda params, x: nnx.merge(graphdef, params, rest)(x))
   x = jax.random.normal(jax.random.key(0), (batch, layer.d_in), jnp.float32)
-  jax.block_until_ready(step(params, x))   # compile + warm-up
+  ct = jax.random.normal(jax.random.key(1), (batch, layer.d_out), jnp.float32)
+  jax.block_until_ready(step(ct, params, x))   # compile + warm-up
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(step(params, x))
+    jax.block_until_ready(step(ct, params, x))
     times.append(time.perf_counter() - start)
   return statistics.median(times)
 
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"Command: `{command}`\n\n"
             f"Device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax "
             f"{jax.__version__}. Time: median of {args.repeats} jitted forward+backward runs "
-            f"(grads of sum(y) w.r.t. params and input) after a warm-up, float32. Load average "
+            f"(y and the gradients for a random output cotangent w.r.t. params and input) after "
+            f"a warm-up, float32. Load average "
             f"at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.\n")
   print(header, flush=True)
   rows, text = [], header

@@ -76,6 +76,17 @@ def time_rows(builders: list[tuple[str, str, callable]], repeats: int,
   return [row for row, _, _ in built]
 
 
+def forward_backward(fn: Callable, n_diff: int | None = None) -> Callable:
+  """jit of (ct, *args) -> (fn(*args), gradients of <fn(*args), ct> w.r.t. its first ``n_diff``
+  args (all by default)): a forward and a backward for a fixed output cotangent. y is returned,
+  so XLA keeps the forward; the gradient of sum(y) lets it drop a linear map's last product."""
+  def step(ct, *args):
+    k = len(args) if n_diff is None else n_diff
+    y, pullback = jax.vjp(lambda *diff: fn(*diff, *args[k:]), *args[:k])
+    return y, pullback(ct)
+  return jax.jit(step)
+
+
 def ms_range(times: list[float]) -> str:
   """Median (min-max) milliseconds."""
   return f"{1e3 * statistics.median(times):.1f} ({1e3 * min(times):.1f}-{1e3 * max(times):.1f})"

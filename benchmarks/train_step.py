@@ -40,7 +40,7 @@ import numpy as np
 from flax import nnx
 
 import structured
-from benchmarks.timing import Row, Timing, malloc_label, ms_range, time_rows
+from benchmarks.timing import Row, Timing, forward_backward, malloc_label, ms_range, time_rows
 from experiments import config, host_allocator
 from experiments.train import optim, step as steps
 from models import factory
@@ -137,13 +137,9 @@ def layer_row(name: str, d: int, tokens: int) -> tuple:
   def apply(params, x, rest):   # the other state (block_sparse's coordinates) traced, as in training
     return nnx.merge(graphdef, params, rest)(x)
 
-  def forward_backward(params, x, rest, dy):   # y is returned: the forward cannot be dropped
-    y, pullback = jax.vjp(lambda p, v: apply(p, v, rest), params, x)
-    return y, pullback(dy)
-
-  step, forward = jax.jit(forward_backward), jax.jit(apply)
+  step, forward = forward_backward(apply, n_diff=2), jax.jit(apply)
   x, dy = (jax.random.normal(jax.random.key(k), (tokens, d), jnp.float32) for k in (0, 1))
-  return Timing(lambda: step(params, x, rest, dy), lambda: forward(params, x, rest),
+  return Timing(lambda: step(dy, params, x, rest), lambda: forward(params, x, rest),
                 layer.flops_per_token() * tokens)
 
 
