@@ -40,24 +40,18 @@ def category(kernel: str) -> str:
 HLO_NAME = re.compile(r"[a-z][a-z0-9_-]*(\.\d+)?")   # e.g. ynn_fusion.27, dot_general.82
 
 
-def kernel_lines(plane):
-  """A device plane's lines that hold kernel executions (GPU streams or TPU ops), not the
-  summary lines (XLA Modules, Steps, ...); on the host (XLA:CPU) its thread pools' lines."""
-  lines = list(plane.lines)
-  streams = [l for l in lines if l.name.startswith("Stream")]
-  return (streams or [l for l in lines if l.name in ("XLA Ops", "TensorFlow Ops")]
-          or [l for l in lines if l.name.startswith("tf_XLA")] or lines)
-
-
 def kernel_events(plane):
-  """The kernel executions of ``plane``; on the host, only events named as HLO instructions (not
-  the Python frames, thunk-executor waits and dispatch spans that share the lines)."""
-  host = not any(l.name.startswith("Stream") or l.name in ("XLA Ops", "TensorFlow Ops")
-                 for l in plane.lines)
-  for line in kernel_lines(plane):
-    for event in line.events:
-      if not host or HLO_NAME.fullmatch(event.name):
-        yield event
+  """A plane's kernel executions: on a device, the events of its GPU streams or TPU op lines (not
+  the summary lines: XLA Modules, Steps, ...); on the host (XLA:CPU), the events of its thread
+  pools named as HLO instructions (not the Python frames, thunk-executor waits and dispatch spans
+  that share those lines)."""
+  lines = list(plane.lines)
+  device = ([l for l in lines if l.name.startswith("Stream")]
+            or [l for l in lines if l.name in ("XLA Ops", "TensorFlow Ops")])
+  if device:
+    return [event for line in device for event in line.events]
+  host = [l for l in lines if l.name.startswith("tf_XLA")] or lines
+  return [event for line in host for event in line.events if HLO_NAME.fullmatch(event.name)]
 
 
 def summarize(plane, top: int) -> str:

@@ -5,11 +5,10 @@
 
 Each family is built with its preset in PRESETS (its defaults otherwise). Time is the median
 over ``--repeats`` runs of one jitted forward + backward (y and the gradients for a fixed random
-output cotangent w.r.t. the parameters and the input, ``timing.forward_backward``; before
-2026-12-05 the gradients of sum(y), which lets XLA drop dense's forward) on a [batch, d] float32
-batch, after a warm-up call, on the default device. Dense is always measured: it is the baseline
-of the relative columns. A family that cannot be built at a width (StructureError) is listed
-with the reason.
+output cotangent w.r.t. the parameters and the input, ``timing.forward_backward``) on a
+[batch, d] float32 batch, after a warm-up call, on the default device. Dense is always measured:
+it is the baseline of the relative columns. A family that cannot be built at a width
+(StructureError) is listed with the reason.
 """
 
 from __future__ import annotations

@@ -12,17 +12,16 @@ the task's shapes, so no dataset is read):
 - ``gpt2``: configs/gpt2_owt.py at d_model 256, 4 layers, 4 heads, context 256, batch 8, float32,
   dense and BTT; ``vit``: configs/vit_cifar.py at its default size, dense and BTT;
 - ``layer``: one square d x d layer on 4096 tokens, d in {1024, 2048, 4096} (``--dims``): its
-  output y and the gradients (params and input) for a fixed random output cotangent. (Before
-  2026-12-05 the gradient was that of sum(y); for a linear map it does not need y, so XLA dropped
-  the forward's last product: dense's whole forward, a structured layer's last stage.)
+  output y and the gradients (params and input) for a fixed random output cotangent
+  (``timing.forward_backward``).
 Every row reports the median (min, max) milliseconds of the full step (forward, backward, Adam
 update), of the forward alone and of forward + backward without the update (a model row's step
 also runs Adam; a layer row's step is its forward + backward), the backward/forward ratio
 (forward + backward over forward, minus 1), the achieved GFLOP/s (3 x forward FLOPs / step time:
 forward + two backward matmuls), and that rate as a fraction of the dense row of the same part,
-measured in the same process. ``--quick`` shrinks
-everything to seconds (tests run it). Writes ``OUT.md`` and ``OUT.csv``; ``--profile DIR``
-also traces 3 steps of each row (``python -m benchmarks.profile_summary DIR/<part>-<row>``).
+measured in the same process. ``--quick`` shrinks everything to seconds (tests run it). Writes
+``OUT.md`` and ``OUT.csv``; ``--profile DIR`` also traces 3 steps of each row
+(``python -m benchmarks.profile_summary DIR/<part>-<row>``).
 """
 
 from __future__ import annotations
@@ -105,7 +104,7 @@ def spec_and_batch(cfg, rng: np.random.Generator) -> tuple[dict, dict]:
                 "y": rng.integers(0, classes, (b,))}
 
 
-def model_row(config_name: str, arg: str, quick: bool, edit=lambda cfg: None) -> tuple:
+def model_row(config_name: str, arg: str, quick: bool, edit=lambda cfg: None) -> Timing:
   """A row's step, forward, flops and forward + backward: the config's model, muP init and
   optimizer, as the training loop builds them (experiments/train/loop.py), on random data of the
   task's shapes; ``edit`` may change the ConfigDict first."""
@@ -128,8 +127,9 @@ def model_row(config_name: str, arg: str, quick: bool, edit=lambda cfg: None) ->
                 lambda: forward(model, batch), flops * cfg.batch_size, lambda: grads(model, batch))
 
 
-def layer_row(name: str, d: int, tokens: int) -> tuple:
-  """A row's (fwd+bwd, forward, flops) for one square d x d layer, ``LAYERS[name]``."""
+def layer_row(name: str, d: int, tokens: int) -> Timing:
+  """A row's timing (its step is the forward + backward) for one square d x d layer,
+  ``LAYERS[name]``."""
   kind, hparams = LAYERS[name]
   layer = structured.make(kind, d, d, rngs=nnx.Rngs(0), **hparams)
   graphdef, params, rest = nnx.split(layer, nnx.Param, ...)

@@ -25,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from structured.base import StructureError, bmm, check_int, einsum
-from structured.base import matmul as dense_matmul
+from structured.base import StructureError, bmm, check_int, einsum, matmul as dense_matmul
 
 
 class Mask(nnx.Variable):
