@@ -50,11 +50,10 @@ def compile_seconds(depth: int, scan: bool, repeats: int) -> dict[str, tuple[lis
   spec, batch = spec_and_batch(cfg, np.random.default_rng(0))
   model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
   base = factory.build_base(cfg.model, spec, cfg.mup)
-  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth,
-                        stack_blocks=scan)
+  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   unclipped_tx, _, _ = optim.make(dataclasses.replace(cfg.optim, grad_clip=0.0), model, base,
-                                  cfg.mup, cfg.steps, cfg.model.depth, stack_blocks=scan)
+                                  cfg.mup, cfg.steps, cfg.model.depth)
   unclipped = nnx.Optimizer(model, unclipped_tx, wrt=nnx.Param)
   batch = jax.tree.map(jnp.asarray, batch)
   guard = Guard.start(nnx.state(model, nnx.Param))

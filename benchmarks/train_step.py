@@ -2,7 +2,7 @@
 
   PYTHONPATH=. python benchmarks/train_step.py [--quick] [--parts recipe gpt2 vit layer]
                                                [--repeats 5] [--rows btt monarch] [--dims 1024]
-                                               [--out benchmarks/results/train_step_cpu]
+                                               [--scan] [--out benchmarks/results/train_step_cpu]
 
 Parts (each row built from the repo's configs and run through the real step, with random data of
 the task's shapes, so no dataset is read):
@@ -10,7 +10,8 @@ the task's shapes, so no dataset is read):
   w -> 4w -> w blocks, all but the readout structured, batch 1024, Adam with muP) for each family
   in RECIPE at its width;
 - ``gpt2``: configs/gpt2_owt.py at d_model 256, 4 layers, 4 heads, context 256, batch 8, float32,
-  dense and BTT; ``vit``: configs/vit_cifar.py at its default size, dense and BTT;
+  dense and BTT; ``vit``: configs/vit_cifar.py at its default size, dense and BTT (``--scan``:
+  each model row also with its blocks stacked and scanned, ``model.scan_layers``);
 - ``layer``: one square d x d layer on 4096 tokens, d in {1024, 2048, 4096} (``--dims``): its
   output y and the gradients (params and input) for a fixed random output cotangent
   (``timing.forward_backward``).
@@ -114,8 +115,7 @@ def model_row(config_name: str, arg: str, quick: bool, edit=lambda cfg: None) ->
   spec, batch = spec_and_batch(cfg, np.random.default_rng(0))
   model = factory.build(cfg.model, spec, nnx.Rngs(0), cfg.mup)
   base = factory.build_base(cfg.model, spec, cfg.mup)
-  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth,
-                          stack_blocks=cfg.model.scan_layers)
+  tx, _, _ = optim.make(cfg.optim, model, base, cfg.mup, cfg.steps, cfg.model.depth)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   loss = "lm" if cfg.model.name == "gpt2" else "xent"
   batch = jax.tree.map(jnp.asarray, batch)
@@ -159,20 +159,28 @@ def table(rows: list[Row], title: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048, 4096)
-             ) -> dict[str, list[tuple]]:
-  """Per table title, the (part, name, build) of its rows; the first row is its dense baseline."""
+def _scanned(cfg) -> None:
+  cfg.model.scan_layers = True
+
+
+def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048, 4096),
+             scan: bool = False) -> dict[str, list[tuple]]:
+  """Per table title, the (part, name, build) of its rows; the first row is its dense baseline.
+  ``scan``: each model row is followed by its twin with ``model.scan_layers``."""
+  def rows(part, table):
+    for label, c, a in table:
+      yield part, label, lambda c=c, a=a: model_row(c, a, quick)
+      if scan:
+        yield part, f"{label}, scanned", lambda c=c, a=a: model_row(c, a, quick, _scanned)
+
   out = {}
   if "recipe" in parts:
-    recipe = [RECIPE[0], RECIPE[2]] if quick else RECIPE
-    out["CIFAR MLP recipe: full train step (batch 1024)"] = [
-        ("recipe", label, lambda c=c, a=a: model_row(c, a, quick))
-        for label, c, a in recipe]
+    out["CIFAR MLP recipe: full train step (batch 1024)"] = list(
+        rows("recipe", [RECIPE[0], RECIPE[2]] if quick else RECIPE))
   for part, prefix, title in (("gpt2", "gpt2", "GPT-2 d 256, 4 layers, context 256, batch 8"),
                               ("vit", "vit", "ViT (configs/vit_cifar.py), batch 256")):
     if part in parts:
-      out[title] = [(part, label, lambda c=c, a=a: model_row(c, a, quick))
-                    for label, c, a in MODELS if label.startswith(prefix)]
+      out[title] = list(rows(part, [m for m in MODELS if m[0].startswith(prefix)]))
   if "layer" in parts:
     dims, tokens = ((128,), 256) if quick else (dims, 4096)
     kinds = ["dense", "btt"] if quick else list(LAYERS)
@@ -204,6 +212,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
                            "dense baseline row)")
   parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048, 4096],
                       help="the single-layer widths d (part 'layer')")
+  parser.add_argument("--scan", action="store_true",
+                      help="also time every model row with model.scan_layers (stacked blocks)")
   parser.add_argument("--out", help="write OUT.md and OUT.csv")
   parser.add_argument("--profile", metavar="DIR",
                       help="after timing, trace 3 steps of each row into DIR/<part>-<row>")
@@ -211,7 +221,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
   command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])
   text, rows = header(args, command), []
   print(text, flush=True)
-  for title, part_rows in builders(args.parts, args.quick, tuple(args.dims)).items():
+  for title, part_rows in builders(args.parts, args.quick, tuple(args.dims), args.scan).items():
     if args.rows:
       part_rows = part_rows[:1] + [r for r in part_rows[1:] if any(t in r[1] for t in args.rows)]
     timed = time_rows(part_rows, args.repeats, args.profile)

@@ -42,7 +42,7 @@ def optim(lr: float = 3e-3, **overrides) -> ml_collections.ConfigDict:
 def model(name: str, arg: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
   """A model config: ``name``, the family ``arg.kind`` and its structure hyperparameters, the
   options every model reads (dropout, compute dtype, per-layer-type structure ``overrides``,
-  ``scan_layers``: the blocks as one scanned block, see models/layers.run_blocks) and the
+  ``scan_layers``: the blocks stored stacked and run as one scan, see models/stack.py) and the
   model's own ``fields``."""
   cfg = dict(name=name, kind=arg.kind, dropout=0.0, dtype="float32", overrides={},
              scan_layers=False,

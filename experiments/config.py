@@ -191,8 +191,13 @@ def parse(config: Mapping) -> RunConfig:
       raise ConfigError(f"config section '{name}' is missing")
   optim = OptimConfig(**_fields(OptimConfig, config["optim"], "optim"))
   mup = MuP(rule=optim.mup_rule, **_fields(MuP, config["mup"], "mup", skip=("rule",)))
-  return RunConfig(**top, model=parse_model(config["model"]), data=_data(config["data"]), optim=optim,
-                   mup=mup, mesh=MeshConfig(**_fields(MeshConfig, config["mesh"], "mesh")),
+  model = parse_model(config["model"])
+  sparsity = SparsityConfig(**_fields(SparsityConfig, config["sparsity"], "sparsity"))
+  if model.scan_layers and sparsity.method != "none":
+    raise ConfigError(f"sparsity.method='{sparsity.method}' moves masks per layer, which stacked "
+                      "blocks do not hold apart; set model.scan_layers=False (or method 'none': "
+                      "a sparse kind with its fixed mask scans)")
+  return RunConfig(**top, model=model, data=_data(config["data"]), optim=optim, mup=mup,
+                   mesh=MeshConfig(**_fields(MeshConfig, config["mesh"], "mesh")),
                    wandb=WandbConfig(**_fields(WandbConfig, config["wandb"], "wandb")),
-                   sparsity=SparsityConfig(**_fields(SparsityConfig, config["sparsity"], "sparsity")),
-                   source=config)
+                   sparsity=sparsity, source=config)

@@ -25,6 +25,7 @@ from flax import nnx
 from configs.structure import StructureSpec
 from experiments import config as run_config, host_allocator
 from experiments.train import loop, sharding, step
+from models import stack
 from structured import mup
 
 DEFAULT_STRUCTURES = ("kind=dense", "kind=low_rank,rank_frac=0.25", "kind=kronecker", "kind=monarch", "kind=btt")
@@ -32,7 +33,11 @@ DEFAULT_STRUCTURES = ("kind=dense", "kind=low_rank,rank_frac=0.25", "kind=kronec
 
 def layer_outputs(model, x) -> dict[str, jnp.ndarray]:
   """The output of every structured layer of ``model`` on ``x``, by its path: what the layers
-  ``sow`` under NNX's ``capture`` (nothing in the model changes)."""
+  ``sow`` under NNX's ``capture`` (nothing in the model changes). Blocks stored per block:
+  stacked ones (``model.scan_layers``) run inside a scan, whose layers cannot sow outward."""
+  if any(isinstance(m, stack.Stacked) for _, m in nnx.iter_modules(model)):
+    raise ValueError("layer_outputs needs blocks stored per block; build the model with "
+                     "model.scan_layers=False (it computes the same outputs)")
   _, outputs = nnx.capture(model, nnx.Intermediate)(x)
   layers = {path + ("output",) for path in mup.structured_layers(model)}
   return {"/".join(map(str, path[:-1])): value.get_value()[0]
@@ -55,7 +60,10 @@ def run(config, structures: list[StructureSpec], widths: list[int], steps: int =
 
 
 def _before_and_after(cfg, measure, steps: int):
-  """``measure(model, x)`` on the first training batch at init and after ``steps`` steps on it."""
+  """``measure(model, x)`` on the first training batch at init and after ``steps`` steps on it,
+  blocks unrolled (the same numbers as scanned, with every layer's output in reach)."""
+  with cfg.unlocked():
+    cfg.model.scan_layers = False
   run = loop.build(run_config.parse(cfg))
   batch = sharding.shard_batch(run.task.train_batch(0), run.mesh)
   before = measure(run.model, batch["x"])
@@ -71,9 +79,7 @@ def _rms(a) -> float:
 def residual_stream(mlp, x_BxI) -> jnp.ndarray:
   """The residual stream of an ``models.mlp.MLP`` after its last block (the final norm's input)."""
   h = mlp.embed(x_BxI.reshape(x_BxI.shape[0], -1).astype(mlp.dtype))
-  for block in mlp.blocks:
-    h = block(h)
-  return h
+  return stack.run((mlp.blocks,), h)
 
 
 def run_depth(config, depths: list[int], steps: int = 3) -> pd.DataFrame:

@@ -4,8 +4,8 @@
 ``structure`` (the family of the structured layer types) and ``layers`` (which layer types it
 applies to), ``overrides`` (per layer type, a structure that wins over both), ``dropout``
 (residual-branch and embedding dropout, 0 = off), ``dtype`` (compute dtype; params stay float32),
-``scan_layers`` (the blocks run as one ``jax.lax.scan``, ``models.layers.run_blocks``; off by
-default: on XLA:CPU it compiles slower, benchmarks/results/compile_time_cpu.md) and each model's
+``scan_layers`` (the blocks stored stacked and run as one ``jax.lax.scan``, models/stack.py;
+off by default, README "Compile time and scanned blocks") and each model's
 own fields. Every width/depth rule comes from the run's ``MuP``.
 """
 

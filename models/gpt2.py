@@ -3,8 +3,8 @@
 Options: QK-LayerNorm, weight tying (head = embedding^T), biases, nanoGPT-style dropout
 (embedding and every residual branch output), a compute dtype (params stay float32; logits
 come back float32, rounded to the compute dtype first, tied or untied), a depth-muP
-``branch_scale`` and ``scan_layers`` (the blocks run as one scanned block,
-``models.layers.run_blocks``). Attention logits are scaled by
+``branch_scale`` and ``scan_layers`` (the blocks stored stacked and run as one scan,
+models/stack.py). Attention logits are scaled by
 ``logit_scale`` (muP: 1/d_head; standard: 1/sqrt(d_head)). Every projection comes from the
 linear factory, so attention, FFN and head can each be structured.
 """
@@ -12,8 +12,9 @@ linear factory, so attention, FFN and head can each be structured.
 import jax.numpy as jnp
 from flax import nnx
 
+from models import stack
 from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, split_params,
-                           run_blocks, transformer_blocks)
+                           transformer_blocks)
 from structured import base
 
 LAYER_TYPES = ("attn", "ffn", "head")
@@ -26,13 +27,13 @@ class GPT2(nnx.Module):
                branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32,
                scan_layers: bool = False):
     self.seq_len, self.tie_embeddings, self.dtype = seq_len, tie_embeddings, dtype
-    self.scan_layers = scan_layers
     init = nnx.initializers.normal(1.0)
     self.wte = nnx.Embed(vocab, width, embedding_init=init, rngs=rngs)
     self.wpe = nnx.Embed(seq_len, width, embedding_init=init, rngs=rngs)
     self.attn, self.ffn, drop_rngs = transformer_blocks(
         width, depth, heads, expansion, linear, is_causal=True, qk_norm=qk_norm,
-        logit_scale=logit_scale, rngs=rngs, branch_scale=branch_scale, dropout=dropout, dtype=dtype)
+        logit_scale=logit_scale, rngs=rngs, branch_scale=branch_scale, dropout=dropout, dtype=dtype,
+        scan_layers=scan_layers)
     self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.head = None if tie_embeddings else linear("head", "readout", width, vocab)
     self.drop = branch_dropout(dropout, drop_rngs)
@@ -40,7 +41,7 @@ class GPT2(nnx.Module):
   def __call__(self, tokens_BxL):
     h = self.wte(tokens_BxL) + self.wpe(jnp.arange(tokens_BxL.shape[1]))[None]
     h = self.drop(h.astype(self.dtype))
-    h = self.norm(run_blocks(list(zip(self.attn, self.ffn)), h, self.scan_layers))
+    h = self.norm(stack.run((self.attn, self.ffn), h))
     if self.head is None:
       return base.einsum("bld,vd->blv", h, self.wte.embedding[...]).astype(jnp.float32)
     return self.head(h).astype(jnp.float32)

@@ -6,12 +6,13 @@ the learning rate inside it). The residual stream runs in the model's compute
 dtype; norms and structured layers compute in it (params stay float32).
 """
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models import stack
 from structured import StructuredLinear
 from structured.mup import ResidualBranch
 
@@ -24,11 +25,16 @@ def _param_size(module: nnx.Module) -> int:
 
 def count_params(model: nnx.Module) -> int:
   """Learnable parameters: each structured layer's ``num_params`` (masked zeros of sparse
-  families excluded) plus the size of every other Param (embeddings, norms)."""
+  families excluded) plus the size of every other Param (embeddings, norms); stacked blocks
+  counted block by block."""
+  modules = {tuple(path): module for path, module in nnx.iter_modules(model)}
+  stacked = [path for path, module in modules.items() if isinstance(module, stack.Stacked)]
   total = _param_size(model)
-  for _, module in nnx.iter_modules(model):
-    if isinstance(module, StructuredLinear):   # structured layers hold no structured sublayers
-      total += module.num_params() - _param_size(module)
+  for path, module in modules.items():
+    if path in stacked:
+      total += sum(count_params(block) for block in module.unstacked()) - _param_size(module)
+    elif isinstance(module, StructuredLinear) and not any(path[:len(p)] == p for p in stacked):
+      total += module.num_params() - _param_size(module)   # structured layers nest no others
   return total
 
 
@@ -112,57 +118,20 @@ class Attention(ResidualBranch):
 
 def transformer_blocks(width: int, depth: int, heads: int, expansion: int, linear: LinearFactory,
                        *, is_causal: bool, qk_norm: bool, logit_scale: float, rngs: nnx.Rngs,
-                       branch_scale: float, dropout: float, dtype):
-  """``depth`` pre-LN (Attention, FeedForward) pairs as two nnx.Lists (GPT-2 and ViT), and the
-  dropout stream they draw from (None without dropout) for the model's embedding dropout."""
+                       branch_scale: float, dropout: float, dtype, scan_layers: bool):
+  """``depth`` pre-LN (Attention, FeedForward) pairs as two roles (GPT-2 and ViT): nnx.Lists, or
+  ``stack.Stacked`` with ``scan_layers``; and the dropout stream they draw from (None without
+  dropout) for the model's embedding dropout."""
   drop_rngs = dropout_rngs(rngs) if dropout else None
   block = dict(rngs=rngs, branch_scale=branch_scale, dropout=dropout, dropout_rngs=drop_rngs,
                dtype=dtype)
-  attn = nnx.List([Attention(width, heads, linear, qk_norm=qk_norm, logit_scale=logit_scale,
-                             is_causal=is_causal, **block) for _ in range(depth)])
-  ffn = nnx.List([FeedForward(width, expansion, linear, **block) for _ in range(depth)])
-  return attn, ffn, drop_rngs
+  attn = [Attention(width, heads, linear, qk_norm=qk_norm, logit_scale=logit_scale,
+                    is_causal=is_causal, **block) for _ in range(depth)]
+  ffn = [FeedForward(width, expansion, linear, **block) for _ in range(depth)]
+  return stack.blocks(attn, scan_layers), stack.blocks(ffn, scan_layers), drop_rngs
 
 
-def run_blocks(blocks: Sequence[tuple[nnx.Module, ...]], h, scan: bool):
-  """``h`` through every block in order, each block a tuple of modules applied in turn.
-
-  ``scan``: one ``jax.lax.scan`` over the blocks' states stacked along a new leading axis, so
-  XLA compiles one block's forward and backward whatever the depth, while the model keeps one
-  entry per block (checkpoints, optimizer paths and multipliers, shardings and sparsity masks do
-  not change; the optimizer stacks alike tensors for its update, experiments/train/stacking.py).
-  The stack is built inside the step (a copy of the block parameters; its gradient is the
-  per-block slice). Each block's dropout
-  stream advances as it does unrolled (the new counts come out of the scan). A single block,
-  and any call under ``nnx.capture`` (coordinate checks: each layer sows its own output), runs
-  unrolled. On XLA:CPU the scanned step compiles slower than the unrolled one (depth 2: 2.6 vs
-  1.9 s; depth 12: 4.8 vs 4.4 s, benchmarks/results/compile_time_cpu.md) and can run slower, so
-  models default to unrolled.
-  """
-  if not scan or len(blocks) < 2 or hasattr(blocks[0][0], "__captures__"):
-    for block in blocks:
-      for module in block:
-        h = module(h)
-    return h
-  split = [nnx.split(block) for block in blocks]
-  graphdef = split[0][0]
-  if any(g != graphdef for g, _ in split):
-    raise ValueError("model.scan_layers needs blocks of one structure; these differ "
-                     "(set model.scan_layers=False)")
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(state for _, state in split))
-
-  def body(h, state):
-    block = nnx.merge(graphdef, state)
-    for module in block:
-      h = module(h)
-    return h, nnx.state(block, nnx.RngState)
-
-  h, rng_states = jax.lax.scan(body, h, stacked)
-  for i, block in enumerate(blocks):
-    nnx.update(block, jax.tree.map(lambda x: x[i], rng_states))
-  return h
-
-
-def blocks_flops_per_token(attn: nnx.List, ffn: nnx.List, seq_len: int) -> int:
+def blocks_flops_per_token(attn, ffn, seq_len: int) -> int:
   """Forward FLOPs per token of all blocks (attention scores over ``seq_len`` included)."""
-  return sum(a.flops_per_token(seq_len) + f.flops_per_token() for a, f in zip(attn, ffn))
+  return sum(a.flops_per_token(seq_len) + f.flops_per_token()
+             for a, f in zip(stack.per_block(attn), stack.per_block(ffn)))

@@ -4,13 +4,14 @@ x -> input projection (d_in -> width) -> depth x [h + W2 gelu(W1 LN(h))] (width 
 width) -> LN -> readout (width -> d_out). Every linear comes from ``linear(layer_type, role,
 d_in, d_out)`` so the config decides which ones are structured. Blocks take the depth-muP
 ``branch_scale`` and optional dropout; ``dtype`` is the compute dtype (outputs float32);
-``scan_layers`` runs the blocks as one scanned block (``models.layers.run_blocks``).
+``scan_layers`` stores the blocks stacked and runs them as one scan (models/stack.py).
 """
 
 import jax.numpy as jnp
 from flax import nnx
 
-from models.layers import FeedForward, LinearFactory, dropout_rngs, run_blocks, split_params
+from models import stack
+from models.layers import FeedForward, LinearFactory, dropout_rngs, split_params
 
 LAYER_TYPES = ("input", "ffn", "readout")
 
@@ -19,18 +20,18 @@ class MLP(nnx.Module):
   def __init__(self, d_in: int, d_out: int, width: int, depth: int, linear: LinearFactory, *,
                expansion: int = 4, rngs: nnx.Rngs, branch_scale: float = 1.0,
                dropout: float = 0.0, dtype=jnp.float32, scan_layers: bool = False):
-    self.dtype, self.scan_layers = dtype, scan_layers
+    self.dtype = dtype
     self.embed = linear("input", "input", d_in, width)
     drop_rngs = dropout_rngs(rngs) if dropout else None
-    self.blocks = nnx.List([
+    self.blocks = stack.blocks([
         FeedForward(width, expansion, linear, rngs, branch_scale, dropout=dropout,
-                    dropout_rngs=drop_rngs, dtype=dtype) for _ in range(depth)])
+                    dropout_rngs=drop_rngs, dtype=dtype) for _ in range(depth)], scan_layers)
     self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.readout = linear("readout", "readout", width, d_out)
 
   def __call__(self, x_BxI):
     h = self.embed(x_BxI.reshape(x_BxI.shape[0], -1).astype(self.dtype))
-    h = run_blocks([(block,) for block in self.blocks], h, self.scan_layers)
+    h = stack.run((self.blocks,), h)
     return self.readout(self.norm(h)).astype(jnp.float32)
 
   def layer_tokens(self, layer) -> int:
@@ -40,7 +41,7 @@ class MLP(nnx.Module):
   def flops_per_example(self) -> int:
     """Forward FLOPs of the linear layers (norms and activations are O(width), left out)."""
     return (self.embed.flops_per_token() + self.readout.flops_per_token()
-            + sum(block.flops_per_token() for block in self.blocks))
+            + sum(block.flops_per_token() for block in stack.per_block(self.blocks)))
 
   def param_counts(self) -> dict[str, int]:
     """Total parameters, all non-embedding (the input projection is a linear layer)."""

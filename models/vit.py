@@ -3,8 +3,8 @@
 x [B, H, W, C] (or flattened [B, H*W*C]) -> non-overlapping patch x patch patches, each
 flattened to patch*patch*C and projected by the factory's 'patch' linear -> (+ a class token)
 + learned positions -> depth x [Attention (not causal), FeedForward] -> LN -> pool (the class
-token, or the mean over patches) -> 'head' linear -> logits (float32). ``scan_layers`` runs the
-blocks as one scanned block (``models.layers.run_blocks``).
+token, or the mean over patches) -> 'head' linear -> logits (float32). ``scan_layers`` stores the
+blocks stacked and runs them as one scan (models/stack.py).
 
 The class token and positions are the "embedding" parameters (lookups, no FLOPs); the patch
 embedding is a matmul that can be structured, so it counts as non-embedding, like any layer.
@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from models import stack
 from models.layers import (LinearFactory, blocks_flops_per_token, branch_dropout, split_params,
-                           run_blocks, transformer_blocks)
+                           transformer_blocks)
 from structured import StructureError
 
 LAYER_TYPES = ("patch", "attn", "ffn", "head")
@@ -36,7 +37,6 @@ class ViT(nnx.Module):
     if pool not in POOLS:
       raise StructureError(f"model.pool='{pool}' is unknown; valid: {list(POOLS)}")
     self.image_shape, self.patch, self.pool, self.dtype = tuple(image_shape), patch, pool, dtype
-    self.scan_layers = scan_layers
     self.num_patches = (height // patch) * (wide // patch)
     self.seq_len = self.num_patches + (pool == "cls")
     self.embed = linear("patch", "input", patch * patch * channels, width)
@@ -44,7 +44,8 @@ class ViT(nnx.Module):
     self.cls = nnx.Param(jnp.zeros((1, width))) if pool == "cls" else None
     self.attn, self.ffn, drop_rngs = transformer_blocks(
         width, depth, heads, expansion, linear, is_causal=False, qk_norm=qk_norm,
-        logit_scale=logit_scale, rngs=rngs, branch_scale=branch_scale, dropout=dropout, dtype=dtype)
+        logit_scale=logit_scale, rngs=rngs, branch_scale=branch_scale, dropout=dropout, dtype=dtype,
+        scan_layers=scan_layers)
     self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.head = linear("head", "readout", width, classes)
     self.drop = branch_dropout(dropout, drop_rngs)
@@ -63,7 +64,7 @@ class ViT(nnx.Module):
       cls_Bx1xD = jnp.broadcast_to(self.cls[...].astype(self.dtype), (b, 1, d))
       h_BxNxD = jnp.concatenate([cls_Bx1xD, h_BxNxD], axis=1)
     h = self.drop(h_BxNxD + self.pos[...].astype(self.dtype))
-    h = self.norm(run_blocks(list(zip(self.attn, self.ffn)), h, self.scan_layers))
+    h = self.norm(stack.run((self.attn, self.ffn), h))
     pooled_BxD = h[:, 0] if self.pool == "cls" else jnp.mean(h, axis=1)
     return self.head(pooled_BxD).astype(jnp.float32)
 

@@ -6,9 +6,11 @@ past any that cannot be read (a partial or corrupted write). Unreadable checkpoi
 written over or deleted: once a readable one is found, the newer unreadable ones are moved to
 ``workdir/checkpoints_unreadable/<step>`` (so the resumed run can save those steps again);
 when none is readable, nothing is touched and ``CheckpointError`` says what to do.
-Checkpoints written before block_sparse's coordinates became state (``masked.Coords``) hold no
-coordinates: they restore without them, keeping the seed-drawn ones the layer is built with
-(the only ones such runs could have).
+Blocks stored stacked (``model.scan_layers``) and per block restore into each other
+(``relayout``), so a run can switch ``scan_layers`` on resume, and checkpoints written before
+scanned blocks were stored stacked restore. Checkpoints written before block_sparse's
+coordinates became state (``masked.Coords``) hold no coordinates: they restore without them,
+keeping the seed-drawn ones the layer is built with (the only ones such runs could have).
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
 from experiments.errors import CheckpointError
+from experiments.train.paths import by_path, path_key
+from models import stack
 from structured import masked
 
 UNREADABLE = "checkpoints_unreadable"
@@ -77,9 +82,13 @@ class Checkpointer:
     try:
       return restore(nnx.state(model))
     except Exception:
-      if not jax.tree.leaves(nnx.state(model, masked.Coords)):
-        raise
-      return restore(nnx.state(model, nnx.Not(masked.Coords)))   # written before Coords
+      if jax.tree.leaves(nnx.state(model, masked.Coords)):
+        return restore(nnx.state(model, nnx.Not(masked.Coords)))   # written before Coords
+      saved = self.manager.restore(step, args=ocp.args.Composite(
+          model=ocp.args.StandardRestore(), optimizer=ocp.args.StandardRestore(),
+          meta=ocp.args.JsonRestore()))
+      return dict(saved, model=relayout(saved["model"], nnx.state(model)),
+                  optimizer=relayout(saved["optimizer"], nnx.state(optimizer)))
 
   def _move_aside(self, steps: list[int]) -> None:
     """Moves the step directories to ``workdir/checkpoints_unreadable/<step>`` (a numbered
@@ -101,3 +110,28 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def relayout(saved, like):
+  """``saved`` (a restored state tree) in the structure, dtypes and shardings of ``like``, where
+  the two store blocks differently: stacked (``model.scan_layers``, models/stack.py) or one
+  variable per block. KeyError names a variable ``saved`` lacks."""
+  flat = {_keys(path): x for path, x in by_path(saved).items()}
+
+  def value(path, like_x):
+    if _keys(path) in flat:
+      return flat[_keys(path)]
+    if stack.is_stacked(path):
+      return np.stack([flat[_keys(p)] for p in stack.per_block_paths(path, like_x.shape[0])])
+    for at, index in enumerate(path):
+      stacked = _keys(path[:at] + (stack.AXIS,) + path[at + 1:])
+      if isinstance(index, int) and stacked in flat:
+        return flat[stacked][index]
+    raise KeyError(f"the checkpoint has no {'/'.join(map(str, path))}")
+
+  return jax.tree_util.tree_map_with_path(lambda p, x: jax.device_put(
+      np.asarray(value(path_key(p), x), x.dtype), x.sharding), like)
+
+
+def _keys(path: tuple) -> tuple[str, ...]:
+  return tuple(map(str, path))   # orbax restores int keys (list and tuple indices) as strings

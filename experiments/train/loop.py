@@ -47,7 +47,7 @@ def build(config: RunConfig) -> Run:
   sharding.place(model, mesh)
   base = factory.build_base(config.model, task.spec, config.mup)
   tx, mults, lr = optim.make(config.optim, model, base, config.mup, config.steps,
-                             config.model.depth, stack_blocks=config.model.scan_layers)
+                             config.model.depth)
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   sharding.place(optimizer, mesh)
   return Run(task, model, optimizer, mults, lr, mesh)

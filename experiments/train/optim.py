@@ -23,8 +23,8 @@ import optax
 from flax import nnx
 
 from experiments.errors import ConfigError
-from experiments.train import stacking
-from experiments.train.paths import by_path, path_key
+from experiments.train.paths import path_key
+from models import stack
 from structured.mup import MuP
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -90,30 +90,14 @@ def scale_by_path(factors: dict[tuple, float]) -> optax.GradientTransformation:
 
 
 def make(cfg: OptimConfig, model: nnx.Module, base_model: nnx.Module, mup: MuP, steps: int,
-         depth: int, *, stack_blocks: bool
-         ) -> tuple[optax.GradientTransformation, dict[tuple, float], optax.Schedule]:
+         depth: int) -> tuple[optax.GradientTransformation, dict[tuple, float], optax.Schedule]:
   """The optax transformation for ``model`` (``depth`` blocks), the per-parameter lr multipliers
-  it applies (from ``mup``) and its learning-rate schedule.
-
-  ``stack_blocks`` (models with ``scan_layers``, whose gradients leave the scan stacked): the
-  update runs on alike parameters stacked (``stacking``: one update per role, not per block;
-  state stays per tensor), so its compile time grows less with depth. Unrolled blocks update per
-  tensor: stacking their separate gradients compiles slower there
-  (benchmarks/results/compile_time_cpu.md)."""
+  it applies (from ``mup``) and its learning-rate schedule. The update runs per tensor: stacked
+  blocks (``model.scan_layers``, models/stack.py) are one tensor per role, so their update
+  compiles once whatever the depth."""
   mults = mup.lr_multipliers(model, base_model, depth)
   lr = schedule(cfg, steps)
-  eps_scales = mup.eps_scales(model, base_model) or {}
-  params = nnx.state(model, nnx.Param)
-  groups = stacking.Groups.of(params, lambda path: (
-      mults.get(path, 1.0), eps_scales.get(path, 1.0), None if stack_blocks else path))
-  first = {(name,): paths[0] for name, paths in groups.members.items()}   # the group's settings
-  group_mults = {name: mults.get(path, 1.0) for name, path in first.items()}
-  group_eps = {name: eps_scales.get(path, 1.0) for name, path in first.items()}
-  flat = by_path(params)
-
-  def is_matrix(stacked_params):   # a member's ndim, not the stack's
-    return {name: flat[groups.members[name][0]].ndim >= 2 for name in stacked_params}
-
+  eps_scales = mup.eps_scales(model, base_model)
   if cfg.name == "sgd":
     base = optax.trace(decay=cfg.b1) if cfg.b1 else optax.identity()
   else:
@@ -121,10 +105,17 @@ def make(cfg: OptimConfig, model: nnx.Module, base_model: nnx.Module, mup: MuP, 
   decay = cfg.weight_decay if cfg.name == "adamw" else 0.0
   tx = optax.chain(
       optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip else optax.identity(),
-      (scale_by_path({k: 1 / v for k, v in group_eps.items()}) if eps_scales else optax.identity()),
+      (scale_by_path({k: 1 / v for k, v in eps_scales.items()}) if eps_scales else optax.identity()),
       base,
-      optax.add_decayed_weights(decay, mask=is_matrix) if decay else optax.identity(),
-      scale_by_path(group_mults),
+      optax.add_decayed_weights(decay, mask=_matrices) if decay else optax.identity(),
+      scale_by_path(mults),
       optax.scale_by_learning_rate(lr),
   )
-  return stacking.stacked(tx, groups), mults, lr
+  return tx, mults, lr
+
+
+def _matrices(params):
+  """Weight decay's mask: the matrices (ndim >= 2; a stacked block's vectors are ndim 2 but
+  not matrices)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim - stack.is_stacked(path_key(path)) >= 2, params)

@@ -18,6 +18,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from experiments.errors import ConfigError
+from experiments.train.paths import path_key
+from models import stack
 
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -82,10 +84,11 @@ def shard_batch(batch: dict, mesh) -> dict:
   return {k: put(v) for k, v in batch.items()}
 
 
-def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
-  """Split the largest dim divisible by ``fsdp`` over 'fsdp'; replicate if none is."""
+def param_spec(shape: tuple[int, ...], fsdp: int, stacked: bool = False) -> P:
+  """Split the largest dim divisible by ``fsdp`` over 'fsdp' (not a stacked variable's block
+  axis, which the scan walks); replicate if none is."""
   if fsdp > 1:
-    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    for dim in sorted(range(int(stacked), len(shape)), key=lambda d: -shape[d]):
       if shape[dim] % fsdp == 0:
         return P(*[("fsdp" if d == dim else None) for d in range(len(shape))])
   return P()
@@ -96,5 +99,6 @@ def place(node: nnx.Module | nnx.Optimizer, mesh) -> None:
   else replicated), so checkpoints restore onto the same shardings."""
   state = nnx.state(node)
   fsdp = mesh.shape["fsdp"]
-  shardings = jax.tree.map(lambda x: NamedSharding(mesh, param_spec(x.shape, fsdp)), state)
+  shardings = jax.tree_util.tree_map_with_path(lambda path, x: NamedSharding(
+      mesh, param_spec(x.shape, fsdp, stack.is_stacked(path_key(path)))), state)
   nnx.update(node, jax.device_put(state, shardings))

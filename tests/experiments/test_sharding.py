@@ -44,6 +44,9 @@ def test_data_parallel_and_fsdp_match_one_device(kind):
 def test_param_spec_splits_largest_divisible_dim():
   assert sharding.param_spec((64, 256), 4) == jax.sharding.PartitionSpec(None, "fsdp")
   assert sharding.param_spec((6, 5), 4) == jax.sharding.PartitionSpec()
+  # a stacked variable's block axis (models/stack.py) is never split: the scan walks it
+  assert sharding.param_spec((256, 64), 4, stacked=True) == jax.sharding.PartitionSpec(None, "fsdp")
+  assert sharding.param_spec((8, 6), 4, stacked=True) == jax.sharding.PartitionSpec()
 
 
 def test_inconsistent_mesh_and_batch_are_clear_errors():

@@ -1,7 +1,7 @@
-"""``model.scan_layers``: the blocks run as one scanned block and compute what they compute
-unrolled (forward, gradients, dropout streams, per-layer coordinate-check outputs, sharded and
-sparse training); tests/experiments/test_checkpoint_compat.py resumes an unrolled checkpoint
-scanned."""
+"""``model.scan_layers``: the blocks are stored stacked (models/stack.py) and run as one scan,
+computing what they compute unrolled (forward, gradients, dropout streams, counts, sharded
+training); the two layouts convert into each other (``checkpoint.relayout``;
+tests/experiments/test_checkpoint_compat.py resumes an unrolled checkpoint scanned)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,8 @@ from flax import nnx
 
 from configs import mlp_synthetic
 from experiments import config as run_config, coord_check, sparsity
-from experiments.train import loop, sharding, step
+from experiments.errors import ConfigError
+from experiments.train import checkpoint, loop, sharding, step
 from models import factory
 from structured.mup import MuP
 
@@ -38,28 +39,38 @@ def _forward_and_grads(model, x):
 
 
 def test_scanned_blocks_match_unrolled_with_dropout():
-  name = "gpt2"   # blocks of two modules, and embedding dropout; the MLP: the sparsity test
+  name = "gpt2"   # blocks of two modules, and embedding dropout
   unrolled, scanned = (_build(name, scan, dropout=0.2) for scan in (False, True))
   for _ in range(2):   # the second call checks that every block's dropout stream advanced
     (loss, grads), (loss_s, grads_s) = (_forward_and_grads(m, INPUTS[name])
                                         for m in (unrolled, scanned))
     np.testing.assert_allclose(loss_s, loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 grads_s, grads)
-  assert jax.tree.all(jax.tree.map(jnp.array_equal, nnx.state(scanned, nnx.RngCount),
-                                   nnx.state(unrolled, nnx.RngCount)))
-  assert jax.tree.leaves(nnx.state(scanned, nnx.RngCount))   # dropout on: the counts are there
+                 grads_s, checkpoint.relayout(grads, grads_s))
+  counts = nnx.state(scanned, nnx.RngCount)
+  assert jax.tree.leaves(counts)   # dropout on: the counts are there
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, counts,
+                                   checkpoint.relayout(nnx.state(unrolled, nnx.RngCount), counts)))
 
 
-def test_scanned_layout_and_coord_check_outputs_stay_per_layer():
-  unrolled, scanned = _build("vit", False), _build("vit", True)
-  assert (jax.tree.map(jnp.shape, nnx.state(scanned, nnx.Param))
-          == jax.tree.map(jnp.shape, nnx.state(unrolled, nnx.Param)))   # checkpoints unchanged
-  outputs = coord_check.layer_outputs(scanned, INPUTS["vit"])
-  reference = coord_check.layer_outputs(unrolled, INPUTS["vit"])
-  assert sorted(outputs) == sorted(reference) and "attn/1/q" in outputs and "ffn/0/down" in outputs
-  for layer, y in reference.items():
-    np.testing.assert_allclose(outputs[layer], y, rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("name", ["mlp", "gpt2", "vit"])
+def test_stacked_layout_converts_both_ways_and_counts_the_same(name):
+  unrolled, scanned = _build(name, False), _build(name, True)
+  shapes = jax.tree.map(jnp.shape, nnx.state(scanned, nnx.Param))
+  flat = {"/".join(map(str, p)): s for p, s in nnx.to_flat_state(shapes)}
+  assert flat["blocks/stacked/up/w0" if name == "mlp" else "attn/stacked/q/w0"][0] == 2   # depth
+  state, state_s = nnx.state(unrolled), nnx.state(scanned)   # same seed: the same values
+  for a, b in ((checkpoint.relayout(state, state_s), state_s),
+               (checkpoint.relayout(state_s, state), state)):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert scanned.param_counts() == unrolled.param_counts()
+  assert scanned.flops_per_example() == unrolled.flops_per_example()
+
+
+def test_coord_check_outputs_need_blocks_per_layer():
+  with pytest.raises(ValueError, match="scan_layers=False"):
+    coord_check.layer_outputs(_build("vit", True), INPUTS["vit"])
 
 
 def _losses(config, steps: int) -> list[float]:
@@ -84,11 +95,10 @@ def test_scanned_blocks_on_an_fsdp_mesh_match_unrolled_on_one_device():
   np.testing.assert_allclose(fsdp, single, rtol=1e-5)
 
 
-def test_scanned_moving_mask_sparsity_matches_unrolled():
-  def config(scan):
-    config = mlp_synthetic.get_config("runlocal,kind=sparse")
-    with config.unlocked():
-      config.model.scan_layers, config.mesh.data = scan, 1
-      config.sparsity.update(method="rigl", delta_t=1, end_frac=1.0)
-    return config
-  np.testing.assert_allclose(_losses(config(True), 3), _losses(config(False), 3), rtol=1e-6)
+def test_moving_masks_refuse_stacked_blocks():
+  config = mlp_synthetic.get_config("runlocal,kind=sparse")
+  with config.unlocked():
+    config.model.scan_layers = True
+    config.sparsity.method = "rigl"
+  with pytest.raises(ConfigError, match="scan_layers=False"):
+    run_config.parse(config)
