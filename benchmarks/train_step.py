@@ -159,19 +159,23 @@ def table(rows: list[Row], title: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _scanned(cfg) -> None:
-  cfg.model.scan_layers = True
+def _scanned(remat: str):
+  def edit(cfg) -> None:
+    cfg.model.scan_layers, cfg.model.remat = True, remat
+  return edit
 
 
 def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048, 4096),
              scan: bool = False) -> dict[str, list[tuple]]:
   """Per table title, the (part, name, build) of its rows; the first row is its dense baseline.
-  ``scan``: each model row is followed by its twin with ``model.scan_layers``."""
+  ``scan``: each model row is followed by its twins with ``model.scan_layers``, without and with
+  ``model.remat='full'``."""
   def rows(part, table):
     for label, c, a in table:
       yield part, label, lambda c=c, a=a: model_row(c, a, quick)
-      if scan:
-        yield part, f"{label}, scanned", lambda c=c, a=a: model_row(c, a, quick, _scanned)
+      for remat in ("none", "full") if scan else ():
+        yield (part, label + ", scanned" + (f", remat={remat}" if remat != "none" else ""),
+               lambda c=c, a=a, r=remat: model_row(c, a, quick, _scanned(r)))
 
   out = {}
   if "recipe" in parts:
@@ -213,7 +217,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
   parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048, 4096],
                       help="the single-layer widths d (part 'layer')")
   parser.add_argument("--scan", action="store_true",
-                      help="also time every model row with model.scan_layers (stacked blocks)")
+                      help="also time every model row with model.scan_layers (stacked blocks), "
+                           "without and with model.remat='full'")
   parser.add_argument("--out", help="write OUT.md and OUT.csv")
   parser.add_argument("--profile", metavar="DIR",
                       help="after timing, trace 3 steps of each row into DIR/<part>-<row>")

@@ -42,10 +42,11 @@ def optim(lr: float = 3e-3, **overrides) -> ml_collections.ConfigDict:
 def model(name: str, arg: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
   """A model config: ``name``, the family ``arg.kind`` and its structure hyperparameters, the
   options every model reads (dropout, compute dtype, per-layer-type structure ``overrides``,
-  ``scan_layers``: the blocks stored stacked and run as one scan, see models/stack.py) and the
+  ``scan_layers``: the blocks stored stacked and run as one scan, see models/stack.py; ``remat``:
+  what each block keeps for its backward, 'none', 'full' or 'dots', models/stack.REMAT) and the
   model's own ``fields``."""
   cfg = dict(name=name, kind=arg.kind, dropout=0.0, dtype="float32", overrides={},
-             scan_layers=False,
+             scan_layers=False, remat="none",
              structure=arg.structure)
   cfg.update(fields)
   return ml_collections.ConfigDict(cfg)

@@ -61,9 +61,9 @@ def run(config, structures: list[StructureSpec], widths: list[int], steps: int =
 
 def _before_and_after(cfg, measure, steps: int):
   """``measure(model, x)`` on the first training batch at init and after ``steps`` steps on it,
-  blocks unrolled (the same numbers as scanned, with every layer's output in reach)."""
+  blocks unrolled and not rematerialized (the same numbers, with every layer's output in reach)."""
   with cfg.unlocked():
-    cfg.model.scan_layers = False
+    cfg.model.scan_layers, cfg.model.remat = False, "none"
   run = loop.build(run_config.parse(cfg))
   batch = sharding.shard_batch(run.task.train_batch(0), run.mesh)
   before = measure(run.model, batch["x"])

@@ -5,7 +5,8 @@
 applies to), ``overrides`` (per layer type, a structure that wins over both), ``dropout``
 (residual-branch and embedding dropout, 0 = off), ``dtype`` (compute dtype; params stay float32),
 ``scan_layers`` (the blocks stored stacked and run as one ``jax.lax.scan``, models/stack.py;
-off by default, README "Compile time and scanned blocks") and each model's
+off by default, README "Compile time and scanned blocks"), ``remat`` (what each block keeps for
+the backward, ``models.stack.REMAT``) and each model's
 own fields. Every width/depth rule comes from the run's ``MuP``.
 """
 
@@ -18,7 +19,7 @@ from flax import nnx
 
 import structured
 from configs.structure import StructureSpec
-from models import gpt2, mlp, vit
+from models import gpt2, mlp, stack, vit
 from structured import StructureError
 from structured.mup import MuP
 
@@ -52,6 +53,7 @@ class ModelConfig:
   dropout: float
   dtype: str
   scan_layers: bool
+  remat: str
   heads: int = 0
   qk_norm: bool = False
   tie_embeddings: bool = False
@@ -63,6 +65,8 @@ class ModelConfig:
       raise StructureError(f"model.name='{self.name}' is unknown; valid: {list(MODELS)}")
     if self.layers not in LAYER_SELECTIONS:
       raise StructureError(f"model.layers='{self.layers}' is unknown; valid: {sorted(LAYER_SELECTIONS)}")
+    if self.remat not in stack.REMAT:
+      raise StructureError(f"model.remat='{self.remat}' is unknown; valid: {list(stack.REMAT)}")
     if self.dtype not in DTYPES:
       raise StructureError(f"model.dtype='{self.dtype}' is unknown; valid: {list(DTYPES)}")
     if not 0 <= self.dropout < 1:
@@ -93,7 +97,8 @@ def build(cfg: ModelConfig, spec: dict, rngs: nnx.Rngs, mup: MuP) -> nnx.Module:
   image_shape/d_out for vit), initialised and scaled by ``mup``."""
   linear = linear_factory(cfg, rngs, mup)
   common = dict(dtype=DTYPES[cfg.dtype], dropout=float(cfg.dropout),
-                branch_scale=mup.branch_scale(cfg.depth), scan_layers=cfg.scan_layers, rngs=rngs)
+                branch_scale=mup.branch_scale(cfg.depth), scan_layers=cfg.scan_layers, remat=cfg.remat,
+                rngs=rngs)
   if cfg.name == "mlp":
     return mlp.MLP(spec["d_in"], spec["d_out"], cfg.width, cfg.depth, linear,
                    expansion=cfg.expansion, **common)

@@ -25,8 +25,9 @@ class GPT2(nnx.Module):
                linear: LinearFactory, *, expansion: int = 4, qk_norm: bool = True,
                tie_embeddings: bool = False, logit_scale: float, rngs: nnx.Rngs,
                branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32,
-               scan_layers: bool = False):
+               scan_layers: bool = False, remat: str = "none"):
     self.seq_len, self.tie_embeddings, self.dtype = seq_len, tie_embeddings, dtype
+    self.remat = remat
     init = nnx.initializers.normal(1.0)
     self.wte = nnx.Embed(vocab, width, embedding_init=init, rngs=rngs)
     self.wpe = nnx.Embed(seq_len, width, embedding_init=init, rngs=rngs)
@@ -41,7 +42,7 @@ class GPT2(nnx.Module):
   def __call__(self, tokens_BxL):
     h = self.wte(tokens_BxL) + self.wpe(jnp.arange(tokens_BxL.shape[1]))[None]
     h = self.drop(h.astype(self.dtype))
-    h = self.norm(stack.run((self.attn, self.ffn), h))
+    h = self.norm(stack.run((self.attn, self.ffn), h, self.remat))
     if self.head is None:
       return base.einsum("bld,vd->blv", h, self.wte.embedding[...]).astype(jnp.float32)
     return self.head(h).astype(jnp.float32)

@@ -19,8 +19,9 @@ LAYER_TYPES = ("input", "ffn", "readout")
 class MLP(nnx.Module):
   def __init__(self, d_in: int, d_out: int, width: int, depth: int, linear: LinearFactory, *,
                expansion: int = 4, rngs: nnx.Rngs, branch_scale: float = 1.0,
-               dropout: float = 0.0, dtype=jnp.float32, scan_layers: bool = False):
+               dropout: float = 0.0, dtype=jnp.float32, scan_layers: bool = False, remat: str = "none"):
     self.dtype = dtype
+    self.remat = remat
     self.embed = linear("input", "input", d_in, width)
     drop_rngs = dropout_rngs(rngs) if dropout else None
     self.blocks = stack.blocks([
@@ -31,7 +32,7 @@ class MLP(nnx.Module):
 
   def __call__(self, x_BxI):
     h = self.embed(x_BxI.reshape(x_BxI.shape[0], -1).astype(self.dtype))
-    h = stack.run((self.blocks,), h)
+    h = stack.run((self.blocks,), h, self.remat)
     return self.readout(self.norm(h)).astype(jnp.float32)
 
   def layer_tokens(self, layer) -> int:

@@ -28,7 +28,7 @@ class ViT(nnx.Module):
                heads: int, linear: LinearFactory, *, patch: int, pool: str = "cls",
                expansion: int = 4, qk_norm: bool = True, logit_scale: float, rngs: nnx.Rngs,
                branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32,
-               scan_layers: bool = False):
+               scan_layers: bool = False, remat: str = "none"):
     height, wide, channels = image_shape
     if height % patch or wide % patch:
       valid = [p for p in range(1, min(height, wide) + 1) if not height % p and not wide % p]
@@ -37,6 +37,7 @@ class ViT(nnx.Module):
     if pool not in POOLS:
       raise StructureError(f"model.pool='{pool}' is unknown; valid: {list(POOLS)}")
     self.image_shape, self.patch, self.pool, self.dtype = tuple(image_shape), patch, pool, dtype
+    self.remat = remat
     self.num_patches = (height // patch) * (wide // patch)
     self.seq_len = self.num_patches + (pool == "cls")
     self.embed = linear("patch", "input", patch * patch * channels, width)
@@ -64,7 +65,7 @@ class ViT(nnx.Module):
       cls_Bx1xD = jnp.broadcast_to(self.cls[...].astype(self.dtype), (b, 1, d))
       h_BxNxD = jnp.concatenate([cls_Bx1xD, h_BxNxD], axis=1)
     h = self.drop(h_BxNxD + self.pos[...].astype(self.dtype))
-    h = self.norm(stack.run((self.attn, self.ffn), h))
+    h = self.norm(stack.run((self.attn, self.ffn), h, self.remat))
     pooled_BxD = h[:, 0] if self.pool == "cls" else jnp.mean(h, axis=1)
     return self.head(pooled_BxD).astype(jnp.float32)
 

@@ -5,9 +5,10 @@ unrolled run matched bitwise before that change; the observed difference is ~1e-
 
 The fixture is step 20 of ``configs/mlp_synthetic.py:kind=btt,rank=1,runlocal`` with
 ``steps=30, checkpoint_every=10, log_every=1``, written by commit aca1713 (before the change),
-with that run's straight 30-step metrics. Scanned blocks (``model.scan_layers``) keep the
-per-block layout, so they restore it too; their losses differ from the unrolled run's in the
-last bits (XLA fuses a scanned block differently: about 1e-7 relative over 20 steps).
+with that run's straight 30-step metrics. Scanned blocks (``model.scan_layers``) are stored
+stacked and restore the per-block fixture through ``checkpoint.relayout``; their losses differ
+from the unrolled run's in the last bits (XLA fuses a scanned block differently: about 1e-7
+relative over 20 steps).
 """
 
 import os

@@ -143,7 +143,7 @@ def _tiny(name, **kw):
   """A tiny model config of ``name`` with every field the factory reads."""
   cfg = dict(name=name, kind="dense", width=32, depth=1, heads=2, expansion=4, layers="all",
              use_bias=False, qk_norm=True, tie_embeddings=False, structure={},
-             patch=4, pool="cls", overrides={}, dropout=0.0, dtype="float32", scan_layers=False)
+             patch=4, pool="cls", overrides={}, dropout=0.0, dtype="float32", scan_layers=False, remat="none")
   return ml_collections.ConfigDict(dict(cfg, **kw))
 
 

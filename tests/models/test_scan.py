@@ -15,6 +15,7 @@ from experiments import config as run_config, coord_check, sparsity
 from experiments.errors import ConfigError
 from experiments.train import checkpoint, loop, sharding, step
 from models import factory
+from structured import StructureError
 from structured.mup import MuP
 
 SPECS = {"mlp": {"d_in": 16, "d_out": 4}, "gpt2": {"vocab": 64, "seq_len": 8},
@@ -26,7 +27,8 @@ INPUTS = {"mlp": jnp.ones((2, 16)), "gpt2": jnp.arange(16).reshape(2, 8) % 64,
 def _build(name, scan, **kw):
   cfg = dict(name=name, kind="btt", width=32, depth=2, heads=2, expansion=4, layers="all",
              use_bias=True, qk_norm=True, tie_embeddings=False, structure={"rank": 1}, patch=4,
-             pool="cls", overrides={}, dropout=0.0, dtype="float32", scan_layers=scan)
+             pool="cls", overrides={}, dropout=0.0, dtype="float32", scan_layers=scan,
+             remat="none")
   mup = MuP(parametrization="mup", base_width=32, base_depth=2, rule="adam", eps_mup=False,
             zero_init=False)   # zero-init off, so every layer's output and gradient is non-zero
   model_cfg = run_config.parse_model(ml_collections.ConfigDict(dict(cfg, **kw)))
@@ -38,19 +40,26 @@ def _forward_and_grads(model, x):
   return nnx.value_and_grad(lambda m: jnp.mean(jnp.square(m(x))))(model)
 
 
-def test_scanned_blocks_match_unrolled_with_dropout():
+@pytest.mark.parametrize("scan,remat", [(True, "none"), (True, "full"), (False, "dots")])
+def test_blocks_match_unrolled_with_dropout(scan, remat):
+  """Scanned (stacked) and rematerialized blocks compute what plain unrolled ones do."""
   name = "gpt2"   # blocks of two modules, and embedding dropout
-  unrolled, scanned = (_build(name, scan, dropout=0.2) for scan in (False, True))
+  unrolled, other = _build(name, False, dropout=0.2), _build(name, scan, dropout=0.2, remat=remat)
   for _ in range(2):   # the second call checks that every block's dropout stream advanced
-    (loss, grads), (loss_s, grads_s) = (_forward_and_grads(m, INPUTS[name])
-                                        for m in (unrolled, scanned))
-    np.testing.assert_allclose(loss_s, loss, rtol=1e-6)
+    (loss, grads), (loss_o, grads_o) = (_forward_and_grads(m, INPUTS[name])
+                                        for m in (unrolled, other))
+    np.testing.assert_allclose(loss_o, loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 grads_s, checkpoint.relayout(grads, grads_s))
-  counts = nnx.state(scanned, nnx.RngCount)
+                 grads_o, checkpoint.relayout(grads, grads_o))
+  counts = nnx.state(other, nnx.RngCount)
   assert jax.tree.leaves(counts)   # dropout on: the counts are there
   assert jax.tree.all(jax.tree.map(jnp.array_equal, counts,
                                    checkpoint.relayout(nnx.state(unrolled, nnx.RngCount), counts)))
+
+
+def test_unknown_remat_is_refused_with_the_choices():
+  with pytest.raises(StructureError, match=r"model.remat='some'.*'none', 'full', 'dots'"):
+    _build("mlp", False, remat="some")
 
 
 @pytest.mark.parametrize("name", ["mlp", "gpt2", "vit"])

@@ -20,7 +20,7 @@ SPEC = {"image_shape": (16, 16, 3), "d_in": 16 * 16 * 3, "d_out": 10}
 def vit_config(**kw):
   cfg = dict(name="vit", kind="dense", width=32, depth=1, heads=2, patch=4, pool="cls",
              expansion=4, layers="all_but_last", use_bias=False, qk_norm=True, structure={},
-             overrides={}, dropout=0.0, dtype="float32", scan_layers=False)
+             overrides={}, dropout=0.0, dtype="float32", scan_layers=False, remat="none")
   return ml_collections.ConfigDict(dict(cfg, **kw))
 
 

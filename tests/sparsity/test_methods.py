@@ -224,7 +224,7 @@ def test_vit_ideal_flops_count_the_tokens_each_planned_layer_sees():
   model_cfg = ml_collections.ConfigDict(dict(
       name="vit", kind="sparse", width=32, depth=1, heads=2, patch=4, pool="cls", expansion=4,
       layers="all", use_bias=False, qk_norm=True, structure={}, overrides={}, dropout=0.0,
-      dtype="float32", scan_layers=False))
+      dtype="float32", scan_layers=False, remat="none"))
   model = factory.build(run_config.parse_model(model_cfg),
                         {"image_shape": (16, 16, 3), "d_in": 768, "d_out": 10}, nnx.Rngs(0), MUP)
   plan = sparsity.prepare(_config("static", density=0.5), model)
