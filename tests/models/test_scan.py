@@ -111,3 +111,14 @@ def test_moving_masks_refuse_stacked_blocks():
     config.sparsity.method = "rigl"
   with pytest.raises(ConfigError, match="scan_layers=False"):
     run_config.parse(config)
+
+
+@pytest.mark.parametrize("kind", ["nm_sparse", "block_sparse"])
+def test_fixed_mask_kinds_scan_as_unrolled(kind):
+  """Masks and block coordinates are variables too: stacked, each block keeps its own."""
+  def config(scan):
+    config = mlp_synthetic.get_config(f"runlocal,kind={kind}")
+    with config.unlocked():
+      config.model.scan_layers, config.mesh.data = scan, 1
+    return config
+  np.testing.assert_allclose(_losses(config(True), 2), _losses(config(False), 2), rtol=1e-6)
