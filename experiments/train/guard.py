@@ -14,14 +14,31 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from experiments.train.paths import path_key
+from experiments.train.paths import by_path
 from experiments.train.stacking import Groups
+from models import stack
 
 
 def tensor_names(tree) -> tuple[str, ...]:
-  """'a/b/c' per leaf of a parameter (or gradient) tree, in leaf order."""
-  return tuple("/".join(map(str, path_key(path)))
-               for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0])
+  """'a/b/c' per leaf of a parameter (or gradient) tree, in leaf order; a stacked leaf
+  (models/stack.py) gives one name per block, its per-block path ('attn/3/q/w')."""
+  return tuple("/".join(map(str, name)) for path, x in by_path(tree).items()
+               for name in (stack.per_block_paths(path, x.shape[0]) if stack.is_stacked(path)
+                            else [path]))
+
+
+def _all_finite(x: jax.Array) -> jax.Array:
+  return jnp.all(jnp.isfinite(x))
+
+
+def finite(tree) -> jax.Array:
+  """Per ``tensor_names`` entry, whether it is all finite: alike unrolled tensors checked
+  stacked (``Groups``: one check per role), stacked ones row by row."""
+  flat = by_path(tree)
+  if not any(stack.is_stacked(path) for path in flat):
+    return Groups.of(tree).per_leaf(_all_finite, tree)
+  return jnp.concatenate([jax.vmap(_all_finite)(x) if stack.is_stacked(path) else
+                          _all_finite(x)[None] for path, x in flat.items()])
 
 
 @struct.dataclass
@@ -46,11 +63,11 @@ class Guard:
     non-finite step, else unchanged."""
     if tensor_names(grads) != self.names:
       raise ValueError(f"gradient tensors {tensor_names(grads)} differ from the guard's {self.names}")
-    finite = Groups.of(grads).per_leaf(lambda g: jnp.all(jnp.isfinite(g)), grads)
-    first = (self.step == 0) & ~(jnp.isfinite(loss) & jnp.all(finite))
+    flags = finite(grads)
+    first = (self.step == 0) & ~(jnp.isfinite(loss) & jnp.all(flags))
     return dataclasses.replace(self, step=jnp.where(first, step.astype(jnp.int32), self.step),
                                loss=jnp.where(first, loss.astype(jnp.float32), self.loss),
-                               finite=jnp.where(first, finite, self.finite))
+                               finite=jnp.where(first, flags, self.finite))
 
   def first_bad(self) -> tuple[int, float, str | None] | None:
     """Host read (a device sync): (step, loss, first non-finite tensor or None when only the

@@ -125,6 +125,16 @@ def test_guard_keeps_the_first_non_finite_step_and_tensor():
   assert g.first_bad() == (4, 1.0, "b/c")
 
 
+def test_guard_names_the_block_of_a_stacked_tensor():
+  params = {"attn": {"stacked": {"w": jnp.zeros((3, 2, 2))}}, "embed": jnp.zeros(4)}
+  g = Guard.start(params)
+  assert g.names == ("attn/0/w", "attn/1/w", "attn/2/w", "embed")   # the unrolled layout's names
+  bad = {"attn": {"stacked": {"w": params["attn"]["stacked"]["w"].at[1, 0, 1].set(np.nan)}},
+         "embed": params["embed"]}
+  g = jax.jit(Guard.update)(g, jnp.int32(7), jnp.float32(2.0), bad)
+  assert g.first_bad() == (7, 2.0, "attn/1/w")
+
+
 def test_profile_steps_writes_a_trace_of_those_steps(tmp_path):
   loop.train_and_evaluate(run_config.parse(_config(steps=4, checkpoint_every=0,
                                                    profile_steps="2-3")), str(tmp_path))
