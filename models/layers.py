@@ -69,7 +69,7 @@ class FeedForward(ResidualBranch):
     self.drop = branch_dropout(dropout, dropout_rngs)
 
   def __call__(self, h):
-    return h + self.branch_scale * self.drop(self.down(jax.nn.gelu(self.up(self.norm(h)))))
+    return h + self.branch_scale * self.drop(self.up.then(jax.nn.gelu, self.down, self.norm(h)))
 
   def flops_per_token(self) -> int:
     return self.up.flops_per_token() + self.down.flops_per_token()

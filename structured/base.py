@@ -164,6 +164,12 @@ class StructuredLinear(nnx.Module):
       self.sow(nnx.Intermediate, "output", y)
     return y
 
+  def then(self, fn, other: "StructuredLinear", x: jax.Array) -> jax.Array:
+    """``other(fn(self(x)))`` for an elementwise ``fn`` (a feed-forward's up, activation, down):
+    a family whose output layout is ``other``'s input layout skips the transposes between the
+    two (btt.py)."""
+    return other(fn(self(x)))
+
   def _matmul(self, x_NxI: jax.Array) -> jax.Array:
     """``x @ W`` for a [N, d_in] batch of tokens, accumulated in float32 (returned in x's dtype or
     float32; the caller casts to x's dtype)."""

@@ -86,28 +86,60 @@ class BTT(StructuredLinear):
     if self.impl == "pallas":
       from pallas_kernels.btt import api   # optional fast path; falls back off TPU/GPU
       return api.btt(x, self.w0[...], self.w1[...])
-    # One batch-leading batched matmul per core (base.bmm): before core k the activations are
-    # t[n_<k, m_>k, N, m_k r_k] (tokens_last: t[n_<k, m_>k, m_k r_k, N]), the core's batch axes
-    # leading as in its storage, and one transpose moves n_k into the batch (and m_k+1 next to
-    # the contraction) for core k + 1.
-    c, n_tok, ms, ns, r = self.n_cores, x.shape[0], self.ms, self.ns, self._ranks()
-    tokens_last = self._tokens_last()
-    t = x.T if tokens_last else jnp.moveaxis(x.reshape(n_tok, *ms[::-1]), 0, c - 1)
+    c, n_tok = self.n_cores, x.shape[0]
+    if self._tokens_last():
+      t = self._contract(x.T, n_tok, True, x.dtype)   # [n_<c-1, n_c-1, N]
+      return t.reshape(self.d_out, n_tok).T
+    t = self._contract(jnp.moveaxis(x.reshape(n_tok, *self.ms[::-1]), 0, c - 1), n_tok, False,
+                       x.dtype)
+    return jnp.swapaxes(t, 0, 1).reshape(n_tok, self.d_out)   # [n_<c-1, N, n_c-1] -> [N, d_out]
+
+  def _contract(self, t, n_tok: int, tokens_last: bool, dtype):
+    """Every core in turn, from the first core's input layout to the last core's output layout,
+    each core's input in ``dtype``.
+
+    One batch-leading batched matmul per core (base.bmm): before core k the activations are
+    t[n_<k, m_>k, N, m_k r_k] (tokens_last: t[n_<k, m_>k, m_k r_k, N]), the core's batch axes
+    leading as in its storage, and one transpose moves n_k into the batch (and m_k+1 next to the
+    contraction) for core k + 1."""
+    c, ms, ns, r = self.n_cores, self.ms, self.ns, self._ranks()
     for k, w in enumerate(self._weights()):
       batch, contracted = w.shape[:c - 1], ms[k] * r[k]   # (n_<k, m_>k), (m_k, r_k)
       shape = (contracted, n_tok) if tokens_last else (n_tok, contracted)
-      t = bmm(t.reshape(math.prod(batch), *shape).astype(x.dtype),
+      t = bmm(t.reshape(math.prod(batch), *shape).astype(dtype),
               w.reshape(math.prod(batch), contracted, r[k + 1] * ns[k]), tokens_last)
       if k == c - 1:
-        break
+        return t
       if tokens_last:   # [n_<k, m_>k, r_k+1, n_k, N] -> [n_<=k, m_>k, r_k+1, N]: rows of N move
         t = jnp.moveaxis(t.reshape(*batch, r[k + 1], ns[k], n_tok), c, k)
       else:             # [n_<k, m_>k, N, r_k+1, n_k] -> [n_<=k, m_>k+1, N, m_k+1, r_k+1]
         t = t.reshape(*batch, n_tok, r[k + 1], ns[k])
         t = t.transpose(*range(k), c + 1, *range(k, c - 2), c - 1, c - 2, c)
-    if tokens_last:     # [n_<c-1, n_c-1, N] -> [N, d_out]
-      return t.reshape(self.d_out, n_tok).T
-    return jnp.swapaxes(t, 0, 1).reshape(n_tok, self.d_out)   # [n_<c-1, N, n_c-1] -> [N, d_out]
+
+  def then(self, fn, other, x):
+    """``other(fn(self(x)))``. With tokens in the middle y leaves the last core as
+    [n_0..n_c-2, N, n_c-1] and x enters the first as [m_c-1..m_1, N, m_0]: when ``other`` is such
+    a BTT whose input modes are this layer's output modes (a BTT feed-forward's up and down
+    projections), ``fn`` runs in that layout and the transposes out of this layer and into
+    ``other`` (and their gradients') are skipped."""
+    if not (isinstance(other, BTT) and self._tokens_middle() and other._tokens_middle()
+            and self.ns == other.ms[::-1] and x.shape[-1] == self.d_in
+            and not hasattr(self, "__captures__") and not hasattr(other, "__captures__")):
+      return super().then(fn, other, x)
+    c, n_tok = self.n_cores, math.prod(x.shape[:-1])
+    t = self._contract(jnp.moveaxis(x.reshape(n_tok, *self.ms[::-1]), 0, c - 1), n_tok, False,
+                       x.dtype)   # [n_<c-1, N, n_c-1]
+    if self.bias is not None:
+      t = t + self.bias[...].astype(jnp.float32).reshape(t.shape[0], 1, t.shape[2])
+    t = other._contract(fn(t.astype(x.dtype)), n_tok, False, x.dtype)
+    y = jnp.swapaxes(t, 0, 1).reshape(n_tok, other.d_out)
+    if other.bias is not None:
+      y = y + other.bias[...].astype(jnp.float32)
+    return y.astype(x.dtype).reshape(*x.shape[:-1], other.d_out)
+
+  def _tokens_middle(self) -> bool:
+    """Whether the XLA path keeps tokens between the batch and feature axes."""
+    return self.impl == "xla" and not self._tokens_last()
 
   def _tokens_last(self) -> bool:
     """Which layout moves fewer bytes through full transposes (those that reorder every element,

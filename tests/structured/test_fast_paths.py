@@ -116,3 +116,42 @@ def test_bfloat16_forward_and_backward_dots_stay_bfloat16_off_cpu(kind, hparams,
   dots = _token_dot_signatures(text, 35)
   assert dots, "no dot over the tokens in the lowered step"
   assert all("f32" not in sig for sig in dots), "\n".join(s for s in dots if "f32" in s)
+
+
+# (up, down) pairs: BTT and Monarch feed-forwards whose layouts meet (the transposes between
+# them skipped), and pairs that fall back to down(fn(up(x))): 128 = 8 x 16 leaves up's output as
+# [8, N, 16] where down reads [16, N, 8]; rank 4 puts tokens last
+PAIRS = [("btt", {"rank": 1}, 64, 256, True), ("btt", {"rank": 2}, 64, 256, True),
+         ("btt", {"cores": 3}, 64, 512, True), ("monarch", {"blocks": 4}, 64, 256, True),
+         ("btt", {"rank": 1}, 64, 128, False), ("btt", {"rank": 4}, 64, 256, False)]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("kind,hparams,width,hidden,meets", PAIRS)
+def test_then_equals_down_of_fn_of_up(kind, hparams, width, hidden, meets, dtype):
+  rngs = nnx.Rngs(0)
+  up = structured.make(kind, width, hidden, rngs=rngs, use_bias=True, **hparams)
+  down = structured.make(kind, hidden, width, rngs=rngs, use_bias=True, **hparams)
+  for layer in (up, down):   # non-zero biases
+    layer.bias[...] = jax.random.normal(jax.random.key(7), layer.bias.shape)
+  x = jax.random.normal(jax.random.key(1), (2, 5, width), dtype)
+  r = jax.random.normal(jax.random.key(2), (2, 5, width), dtype)
+
+  def loss(layers, x, fused):
+    up, down = layers
+    y = up.then(jax.nn.gelu, down, x) if fused else down(jax.nn.gelu(up(x)))
+    return jnp.sum(y.astype(jnp.float32) * r), y
+
+  grad = nnx.grad(loss, argnums=(0, 1), has_aux=True)
+  (g_fused, gx_fused), y_fused = grad((up, down), x, True)
+  (g_plain, gx_plain), y_plain = grad((up, down), x, False)
+  assert y_fused.dtype == y_plain.dtype == dtype
+  tol = dict(rtol=1e-5, atol=1e-6) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
+  f32 = lambda a: np.asarray(a, np.float32)
+  np.testing.assert_allclose(f32(y_fused), f32(y_plain), **tol)
+  np.testing.assert_allclose(f32(gx_fused), f32(gx_plain), **tol)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(f32(a), f32(b), **tol),
+               nnx.state(g_fused), nnx.state(g_plain))
+  transposes = [str(jax.make_jaxpr(lambda x: loss((up, down), x, fused)[0])(x)).count("transpose")
+                for fused in (True, False)]
+  assert (transposes[0] < transposes[1]) == meets   # the layouts met: two transposes fewer
