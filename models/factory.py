@@ -97,8 +97,8 @@ def build(cfg: ModelConfig, spec: dict, rngs: nnx.Rngs, mup: MuP) -> nnx.Module:
   image_shape/d_out for vit), initialised and scaled by ``mup``."""
   linear = linear_factory(cfg, rngs, mup)
   common = dict(dtype=DTYPES[cfg.dtype], dropout=float(cfg.dropout),
-                branch_scale=mup.branch_scale(cfg.depth), scan_layers=cfg.scan_layers, remat=cfg.remat,
-                rngs=rngs)
+                branch_scale=mup.branch_scale(cfg.depth), scan_layers=cfg.scan_layers,
+                remat=cfg.remat, rngs=rngs)
   if cfg.name == "mlp":
     return mlp.MLP(spec["d_in"], spec["d_out"], cfg.width, cfg.depth, linear,
                    expansion=cfg.expansion, **common)

@@ -19,7 +19,8 @@ LAYER_TYPES = ("input", "ffn", "readout")
 class MLP(nnx.Module):
   def __init__(self, d_in: int, d_out: int, width: int, depth: int, linear: LinearFactory, *,
                expansion: int = 4, rngs: nnx.Rngs, branch_scale: float = 1.0,
-               dropout: float = 0.0, dtype=jnp.float32, scan_layers: bool = False, remat: str = "none"):
+               dropout: float = 0.0, dtype=jnp.float32, scan_layers: bool = False,
+               remat: str = "none"):
     self.dtype = dtype
     self.remat = remat
     self.embed = linear("input", "input", d_in, width)

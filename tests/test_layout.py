@@ -70,5 +70,6 @@ def test_analysis_reads_run_files_only():
   modules = _modules()
   for name, path in modules.items():
     if name.startswith("analysis"):
-      bad = {d for d in _imports(path, name, modules) if d.split(".")[0] in ("experiments", "models")}
+      bad = {d for d in _imports(path, name, modules)
+             if d.split(".")[0] in ("experiments", "models")}
       assert not bad, f"{name} imports {bad}"
