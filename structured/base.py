@@ -156,13 +156,17 @@ class StructuredLinear(nnx.Module):
     # every family sees tokens as one [N, d_in] matrix: a weight gradient summed over a single
     # token axis is a plain matmul, where [B, L, d] makes XLA sum over two axes (2.5x slower on
     # CPU for GPT-2's head; benchmarks/results/train_step_cpu.md)
-    y_NxO = self._matmul(x.reshape(-1, self.d_in))
-    if self.bias is not None:
-      y_NxO = y_NxO + self.bias[...].astype(jnp.float32)
-    y = y_NxO.astype(x.dtype).reshape(*x.shape[:-1], self.d_out)
+    y = self._output(self._matmul(x.reshape(-1, self.d_in)), x)
     if hasattr(self, "__captures__"):   # inside nnx.capture (coordinate checks): record the output
       self.sow(nnx.Intermediate, "output", y)
     return y
+
+  def _output(self, y_NxO: jax.Array, x: jax.Array) -> jax.Array:
+    """The contraction's [N, d_out] result plus the bias (in float32), in ``x``'s dtype and lead
+    axes."""
+    if self.bias is not None:
+      y_NxO = y_NxO + self.bias[...].astype(jnp.float32)
+    return y_NxO.astype(x.dtype).reshape(*x.shape[:-1], self.d_out)
 
   def then(self, fn, other: "StructuredLinear", x: jax.Array) -> jax.Array:
     """``other(fn(self(x)))`` for an elementwise ``fn`` (a feed-forward's up, activation, down):

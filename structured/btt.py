@@ -86,13 +86,19 @@ class BTT(StructuredLinear):
     if self.impl == "pallas":
       from pallas_kernels.btt import api   # optional fast path; falls back off TPU/GPU
       return api.btt(x, self.w0[...], self.w1[...])
-    c, n_tok = self.n_cores, x.shape[0]
+    n_tok = x.shape[0]
     if self._tokens_last():
       t = self._contract(x.T, n_tok, True, x.dtype)   # [n_<c-1, n_c-1, N]
       return t.reshape(self.d_out, n_tok).T
-    t = self._contract(jnp.moveaxis(x.reshape(n_tok, *self.ms[::-1]), 0, c - 1), n_tok, False,
-                       x.dtype)
-    return jnp.swapaxes(t, 0, 1).reshape(n_tok, self.d_out)   # [n_<c-1, N, n_c-1] -> [N, d_out]
+    return self._leave(self._contract(self._enter(x), n_tok, False, x.dtype))
+
+  def _enter(self, x_NxI):
+    """Tokens in the middle: x [N, d_in] as the first core reads it, [m_c-1..m_1, N, m_0]."""
+    return jnp.moveaxis(x_NxI.reshape(x_NxI.shape[0], *self.ms[::-1]), 0, self.n_cores - 1)
+
+  def _leave(self, t):
+    """Tokens in the middle: the last core's [n_<c-1, N, n_c-1] as y [N, d_out]."""
+    return jnp.swapaxes(t, 0, 1).reshape(t.shape[1], self.d_out)
 
   def _contract(self, t, n_tok: int, tokens_last: bool, dtype):
     """Every core in turn, from the first core's input layout to the last core's output layout,
@@ -126,16 +132,12 @@ class BTT(StructuredLinear):
             and self.ns == other.ms[::-1] and x.shape[-1] == self.d_in
             and not hasattr(self, "__captures__") and not hasattr(other, "__captures__")):
       return super().then(fn, other, x)
-    c, n_tok = self.n_cores, math.prod(x.shape[:-1])
-    t = self._contract(jnp.moveaxis(x.reshape(n_tok, *self.ms[::-1]), 0, c - 1), n_tok, False,
-                       x.dtype)   # [n_<c-1, N, n_c-1]
+    x_NxI = x.reshape(-1, self.d_in)
+    t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x.dtype)   # [n_<c-1, N, n_c-1]
     if self.bias is not None:
       t = t + self.bias[...].astype(jnp.float32).reshape(t.shape[0], 1, t.shape[2])
-    t = other._contract(fn(t.astype(x.dtype)), n_tok, False, x.dtype)
-    y = jnp.swapaxes(t, 0, 1).reshape(n_tok, other.d_out)
-    if other.bias is not None:
-      y = y + other.bias[...].astype(jnp.float32)
-    return y.astype(x.dtype).reshape(*x.shape[:-1], other.d_out)
+    t = other._contract(fn(t.astype(x.dtype)), x_NxI.shape[0], False, x.dtype)
+    return other._output(other._leave(t), x)
 
   def _tokens_middle(self) -> bool:
     """Whether the XLA path keeps tokens between the batch and feature axes."""
