@@ -153,25 +153,22 @@ class StructuredLinear(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.shape[-1] != self.d_in:
       raise ValueError(f"{type(self).__name__} expects last dim {self.d_in}, got {x.shape}")
-    # every family sees tokens as one [N, d_in] matrix: a weight gradient summed over a single
-    # token axis is a plain matmul, where [B, L, d] makes XLA sum over two axes (2.5x slower on
-    # CPU for GPT-2's head; benchmarks/results/train_step_cpu.md)
+    # tokens as one [N, d_in] matrix: a weight gradient over one token axis is a plain matmul;
+    # [B, L, d] sums over two (2.5x slower on CPU, GPT-2's head; results/train_step_cpu.md)
     y = self._output(self._matmul(x.reshape(-1, self.d_in)), x)
     if hasattr(self, "__captures__"):   # inside nnx.capture (coordinate checks): record the output
       self.sow(nnx.Intermediate, "output", y)
     return y
 
   def _output(self, y_NxO: jax.Array, x: jax.Array) -> jax.Array:
-    """The contraction's [N, d_out] result plus the bias (in float32), in ``x``'s dtype and lead
-    axes."""
+    """[N, d_out] result + bias (float32), in ``x``'s dtype and lead axes."""
     if self.bias is not None:
       y_NxO = y_NxO + self.bias[...].astype(jnp.float32)
     return y_NxO.astype(x.dtype).reshape(*x.shape[:-1], self.d_out)
 
   def then(self, fn, other: "StructuredLinear", x: jax.Array) -> jax.Array:
-    """``other(fn(self(x)))`` for an elementwise ``fn`` (a feed-forward's up, activation, down):
-    a family whose output layout is ``other``'s input layout skips the transposes between the
-    two (btt.py)."""
+    """``other(fn(self(x)))``, ``fn`` elementwise: a family whose output layout is ``other``'s
+    input layout skips the transposes between (btt.py)."""
     return other(fn(self(x)))
 
   def _matmul(self, x_NxI: jax.Array) -> jax.Array:
