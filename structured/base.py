@@ -167,8 +167,7 @@ class StructuredLinear(nnx.Module):
     return y_NxO.astype(x.dtype).reshape(*x.shape[:-1], self.d_out)
 
   def then(self, fn, other: "StructuredLinear", x: jax.Array) -> jax.Array:
-    """``other(fn(self(x)))``, ``fn`` elementwise: a family whose output layout is ``other``'s
-    input layout skips the transposes between (btt.py)."""
+    """``other(fn(self(x)))``, ``fn`` elementwise; BTT skips the transposes between."""
     return other(fn(self(x)))
 
   def _matmul(self, x_NxI: jax.Array) -> jax.Array:
