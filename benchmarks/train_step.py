@@ -2,7 +2,8 @@
 
   PYTHONPATH=. python benchmarks/train_step.py [--quick] [--parts recipe gpt2 vit layer]
                                                [--repeats 5] [--rows btt monarch] [--dims 1024]
-                                               [--scan] [--out benchmarks/results/train_step_cpu]
+                                               [--scan] [--chunk-mib 4] [--loss-chunk-mib 128]
+                                               [--out benchmarks/results/train_step_cpu]
 
 Parts (each row built from the repo's configs and run through the real step, with random data of
 the task's shapes, so no dataset is read):
@@ -22,7 +23,9 @@ also runs Adam; a layer row's step is its forward + backward), the backward/forw
 forward + two backward matmuls), and that rate as a fraction of the dense row of the same part,
 measured in the same process. ``--quick`` shrinks everything to seconds (tests run it). Writes
 ``OUT.md`` and ``OUT.csv``; ``--profile DIR`` also traces 3 steps of each row
-(``python -m benchmarks.profile_summary DIR/<part>-<row>``).
+(``python -m benchmarks.profile_summary DIR/<part>-<row>``). ``--chunk-mib`` and
+``--loss-chunk-mib`` replace this backend's token-chunk budgets (structured/backend.py; 0 runs
+whole) for the whole run, to measure them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 from flax import nnx
 
 import structured
+from structured import backend
 from benchmarks.timing import Row, Timing, forward_backward, malloc_label, ms_range, time_rows
 from experiments import config, host_allocator
 from experiments.train import optim, step as steps
@@ -202,7 +206,9 @@ def header(args, command: str) -> str:
           f"float32, host malloc: {malloc_label()} "
           f"(experiments/host_allocator.py). Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           f"(1 / 5 / 15 min). Median (min-max) of {args.repeats} round-robin repeats after a "
-          "warm-up; GFLOP/s = 3 x forward FLOPs / step time.\n")
+          "warm-up; GFLOP/s = 3 x forward FLOPs / step time. Token-chunk budgets "
+          f"(structured/backend.py): layer pairs {backend.CHUNK_BYTES}, LM loss "
+          f"{backend.LOSS_CHUNK_BYTES} bytes.\n")
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -219,10 +225,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
   parser.add_argument("--scan", action="store_true",
                       help="also time every model row with model.scan_layers (stacked blocks), "
                            "without and with model.remat='full'")
+  for flag, budget in (("--chunk-mib", "CHUNK_BYTES"), ("--loss-chunk-mib", "LOSS_CHUNK_BYTES")):
+    parser.add_argument(flag, type=int, metavar="MIB",
+                        help=f"this run's backend.{budget} on this backend (0: no chunks)")
   parser.add_argument("--out", help="write OUT.md and OUT.csv")
   parser.add_argument("--profile", metavar="DIR",
                       help="after timing, trace 3 steps of each row into DIR/<part>-<row>")
   args = parser.parse_args(argv)
+  for mib, budget in ((args.chunk_mib, "CHUNK_BYTES"), (args.loss_chunk_mib, "LOSS_CHUNK_BYTES")):
+    if mib is not None:
+      setattr(backend, budget, {jax.default_backend(): mib << 20} if mib else {})
   command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])
   text, rows = header(args, command), []
   print(text, flush=True)

@@ -27,6 +27,7 @@ class GPT2(nnx.Module):
                branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32,
                scan_layers: bool = False, remat: str = "none"):
     self.seq_len, self.tie_embeddings, self.dtype = seq_len, tie_embeddings, dtype
+    self.vocab = vocab
     self.remat = remat
     init = nnx.initializers.normal(1.0)
     self.wte = nnx.Embed(vocab, width, embedding_init=init, rngs=rngs)
@@ -40,11 +41,18 @@ class GPT2(nnx.Module):
     self.drop = branch_dropout(dropout, drop_rngs)
 
   def __call__(self, tokens_BxL):
+    return self.logits(self.features(tokens_BxL))
+
+  def features(self, tokens_BxL):
+    """The final normed hidden states [B, L, d] the head reads."""
     h = self.wte(tokens_BxL) + self.wpe(jnp.arange(tokens_BxL.shape[1]))[None]
     h = self.drop(h.astype(self.dtype))
-    h = self.norm(stack.run((self.attn, self.ffn), h, self.remat))
+    return self.norm(stack.run((self.attn, self.ffn), h, self.remat))
+
+  def logits(self, h):
+    """The head: float32 logits [..., vocab] of hidden states [..., d]."""
     if self.head is None:
-      return base.einsum("bld,vd->blv", h, self.wte.embedding[...]).astype(jnp.float32)
+      return base.einsum("...d,vd->...v", h, self.wte.embedding[...]).astype(jnp.float32)
     return self.head(h).astype(jnp.float32)
 
   def layer_tokens(self, layer) -> int:

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from structured.backend import cast_for_dot
+
 
 class StructureError(ValueError):
   """A structure spec or width the family cannot honour; the message names valid choices."""
@@ -279,22 +281,3 @@ def _weight_grad(t_NxK: jax.Array, dy_NxM: jax.Array) -> jax.Array:
 
 
 _bmm.defvjp(_bmm_fwd, _bmm_bwd)
-
-
-def cast_for_dot(operand: jax.Array, dtype) -> jax.Array:
-  """``operand`` in ``dtype``, ready for a dot with float32 accumulation whose result stays in
-  the operands' dtype. The one place this backend choice lives.
-
-  GPUs and TPUs accumulate bfloat16 products in float32 inside the matrix unit and round once on
-  output, so a bf16 dot returns bf16. Asking for a float32 result instead made the backward's dots
-  mixed (a float32 cotangent against a bf16 operand), which XLA:GPU runs as float32/tf32 GEMMs:
-  most of GPT-2's matmul time on an H200 (benchmarks/results/gpu_h200.md). XLA:CPU has no
-  bfloat16 x bfloat16 -> float32 dot for every layout ("Unsupported element type for
-  DotThunk::Execute"), so on CPU bfloat16 operands are rounded to bfloat16 and then widened to
-  float32: the products of bfloat16 numbers are exact in float32, so it is the same bf16-in,
-  f32-accumulate contraction, with a float32 result.
-  """
-  operand = operand.astype(dtype)
-  if dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-    return operand.astype(jnp.float32)
-  return operand

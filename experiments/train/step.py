@@ -7,7 +7,7 @@ from flax import nnx
 
 from experiments import sparsity
 from experiments.train.guard import Guard
-from structured import masked
+from structured import backend, masked
 
 
 def mse(pred, y):
@@ -27,7 +27,22 @@ LOSSES = {"mse": mse, "xent": xent, "lm": xent}
 
 
 def loss_fn(model, batch, loss_name: str):
+  if loss_name == "lm":
+    return lm_xent(model, batch["x"], batch["y"])
   return LOSSES[loss_name](model(batch["x"]), batch["y"])
+
+
+def lm_xent(model, tokens_BxL, targets_BxL):
+  """Mean next-token cross-entropy of a language model (``features`` and ``logits``: GPT-2),
+  its head and loss run over chunks of positions where the backend is faster so
+  (``backend.loss_chunk``); the same value as ``xent(model(tokens), targets)``."""
+  h_BxLxD = model.features(tokens_BxL)
+  b, n_pos = targets_BxL.shape
+  size = backend.loss_chunk(n_pos, b * 4 * model.vocab)
+  total = sum(jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
+      model.logits(h_BxLxD[:, i:i + size]), targets_BxL[:, i:i + size]))
+      for i in range(0, n_pos, size))
+  return total / targets_BxL.size
 
 
 _STATIC = ("loss_name", "microbatches", "sparsity_plan")

@@ -15,7 +15,7 @@ from experiments import config as run_config, coord_check, errors
 from experiments.tasks import images
 from experiments.train import loop as train, sharding, step
 from models import factory
-from structured import StructureError, mup
+from structured import StructureError, backend, mup
 from structured.mup import MuP
 
 CONFIGS = {"mlp_synthetic": mlp_synthetic, "gpt2_bytes": gpt2_bytes, "mlp_fashion": mlp_fashion}
@@ -245,3 +245,20 @@ def test_depth_mup_branch_scale_keeps_the_residual_stream_order_one():
          for depth in (2, 16) for base in (0, 2)}
   assert rms[16, 2] / rms[2, 2] == pytest.approx(1.0, abs=0.1)   # O(1) in depth
   assert rms[16, 0] / rms[2, 0] > 1.3   # grows ~ sqrt(depth) without the branch multiplier
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_lm_loss_in_position_chunks_equals_whole_logits(tie, monkeypatch):
+  """The LM loss run over chunks of positions (backend.loss_chunk: 3 + 3 + 2 of 8) gives
+  xent(model(x), y) and its gradients, float32 1e-5, tied head or not."""
+  model = build(_tiny("gpt2", tie_embeddings=tie), TINY_SPECS["gpt2"])
+  x = TINY_INPUTS["gpt2"]
+  y = (x * 7 + 3) % 64
+  whole = lambda m: step.xent(m(x), y)
+  monkeypatch.setattr(backend, "LOSS_CHUNK_BYTES", {jax.default_backend(): 3 * 2 * 4 * 64})
+  assert backend.loss_chunk(8, 2 * 4 * 64) == 3
+  chunked = lambda m: step.lm_xent(m, x, y)
+  (value_w, grads_w), (value_c, grads_c) = (nnx.value_and_grad(f)(model) for f in (whole, chunked))
+  np.testing.assert_allclose(value_c, value_w, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               nnx.state(grads_c), nnx.state(grads_w))

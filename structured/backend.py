@@ -1,0 +1,75 @@
+"""The choices the structured layers' XLA paths make per backend, in one place.
+
+The layer code is the same on every backend; where a backend runs one form measurably faster
+than another and the others do not care (or prefer the plain form), the rule lives here.
+"""
+
+import jax
+import jax.numpy as jnp
+
+# XLA:CPU, one device: a fused layer pair (StructuredLinear.then) whose first layer spends few
+# FLOPs per byte it writes runs its tokens in chunks whose widest activation holds at most
+# CHUNK_BYTES. Measured on the CIFAR MLP recipe's feed-forward pairs, 2 cores
+# (benchmarks/results/btt_ffn_chunks_cpu.md): BTT w=1024 (24 FLOPs per byte of its [N, 4096]
+# float32 output) ran its step 0.8x as long in 256-token chunks (4 MiB; 512 and 128 close
+# behind); Monarch b=8 w=512 (40) even; Monarch b=4 w=512 and b=8 w=1024 (80), whose GEMMs
+# prefer size, slower; dense slower. The kernels' summed time per step stays the same (traced);
+# what shrinks is the time the two threads wait on each other, the chunks' kernels being
+# independent. With several devices the token axis is split over them and chunks would move
+# data; GPUs and TPUs would only get smaller kernels.
+CHUNK_BYTES = {"cpu": 4 << 20}
+CHUNK_BELOW_FLOPS_PER_BYTE = 32
+MIN_CHUNK_TOKENS = 128
+
+
+def token_chunk(n_tokens: int, bytes_per_token: int, flops_per_token: int) -> int:
+  """How many of ``n_tokens`` a fused layer pair runs at once (all of them but where the rule
+  above chunks), given the bytes its widest activation takes and the FLOPs its first layer
+  spends per token."""
+  budget = CHUNK_BYTES.get(jax.default_backend())
+  if (budget is None or jax.device_count() > 1
+      or flops_per_token >= CHUNK_BELOW_FLOPS_PER_BYTE * bytes_per_token):
+    return n_tokens
+  return _chunk(n_tokens, bytes_per_token, budget, MIN_CHUNK_TOKENS)
+
+
+# XLA:CPU: a language model's head and cross-entropy run over chunks of positions whose logits
+# hold at most LOSS_CHUNK_BYTES (benchmarks/results/gpt2_loss_chunks_cpu.md: GPT-2 d 256, vocab
+# 50304, 8 x 256 tokens; head and loss alone 933 ms whole, 863 / 865 / 913 ms in 2 / 4 / 8
+# chunks; the full step 0.95-0.97x whole at 128-256 MiB): the loss's passes over one chunk's
+# logits overlap the GEMMs of another. Chunks are cut along the sequence, so a batch sharded
+# over devices stays where it is.
+LOSS_CHUNK_BYTES = {"cpu": 128 << 20}
+
+
+def loss_chunk(n_positions: int, bytes_per_position: int) -> int:
+  """How many of ``n_positions`` (of every sequence in the batch) the head and loss run at once,
+  given the bytes of logits one position takes over the whole batch."""
+  budget = LOSS_CHUNK_BYTES.get(jax.default_backend())
+  return n_positions if budget is None else _chunk(n_positions, bytes_per_position, budget, 1)
+
+
+def _chunk(n: int, bytes_each: int, budget: int, least: int) -> int:
+  """The size of equal chunks (the last one shorter by at most their count) of ``n`` items,
+  each at most ``budget`` bytes but at least ``least`` items."""
+  count = -(-n // min(n, max(budget // bytes_each, least)))
+  return -(-n // count)
+
+
+def cast_for_dot(operand: jax.Array, dtype) -> jax.Array:
+  """``operand`` in ``dtype``, ready for a dot with float32 accumulation whose result stays in
+  the operands' dtype.
+
+  GPUs and TPUs accumulate bfloat16 products in float32 inside the matrix unit and round once on
+  output, so a bf16 dot returns bf16. Asking for a float32 result instead made the backward's dots
+  mixed (a float32 cotangent against a bf16 operand), which XLA:GPU runs as float32/tf32 GEMMs:
+  most of GPT-2's matmul time on an H200 (benchmarks/results/gpu_h200.md). XLA:CPU has no
+  bfloat16 x bfloat16 -> float32 dot for every layout ("Unsupported element type for
+  DotThunk::Execute"), so on CPU bfloat16 operands are rounded to bfloat16 and then widened to
+  float32: the products of bfloat16 numbers are exact in float32, so it is the same bf16-in,
+  f32-accumulate contraction, with a float32 result.
+  """
+  operand = operand.astype(dtype)
+  if dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+    return operand.astype(jnp.float32)
+  return operand
