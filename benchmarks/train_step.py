@@ -2,7 +2,7 @@
 
   PYTHONPATH=. python benchmarks/train_step.py [--quick] [--parts recipe gpt2 vit layer]
                                                [--repeats 5] [--rows btt monarch] [--dims 1024]
-                                               [--scan] [--chunk-mib 4] [--loss-chunk-mib 128]
+                                               [--scan] [--chunk-mib 0 4] [--loss-chunk-mib 128]
                                                [--out benchmarks/results/train_step_cpu]
 
 Parts (each row built from the repo's configs and run through the real step, with random data of
@@ -25,13 +25,14 @@ measured in the same process. ``--quick`` shrinks everything to seconds (tests r
 ``OUT.md`` and ``OUT.csv``; ``--profile DIR`` also traces 3 steps of each row
 (``python -m benchmarks.profile_summary DIR/<part>-<row>``). ``--chunk-mib`` and
 ``--loss-chunk-mib`` replace this backend's token-chunk budgets (structured/backend.py; 0 runs
-whole) for the whole run, to measure them.
+whole); given several values, every model row is timed once per value in the same process.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import platform
 import statistics
@@ -169,17 +170,43 @@ def _scanned(remat: str):
   return edit
 
 
+def _budgets(chunk_mib: int | None, loss_chunk_mib: int | None) -> None:
+  """Sets backend's token-chunk budgets on this backend (None: leave; 0: no chunks)."""
+  for mib, name in ((chunk_mib, "CHUNK_BYTES"), (loss_chunk_mib, "LOSS_CHUNK_BYTES")):
+    if mib is not None:
+      setattr(backend, name, {jax.default_backend(): mib << 20} if mib else {})
+
+
+def _traced_under(budgets: tuple, build):
+  """``build`` whose functions are first run (traced) under the chunk ``budgets``, which apply
+  at trace time only, so rows with different budgets time side by side in one process."""
+  def built():
+    saved = backend.CHUNK_BYTES, backend.LOSS_CHUNK_BYTES
+    try:
+      _budgets(*budgets)
+      timing = Timing(*build())
+      jax.block_until_ready([f() for f in (timing.step, timing.forward, timing.grads) if f])
+    finally:
+      backend.CHUNK_BYTES, backend.LOSS_CHUNK_BYTES = saved
+    return timing
+  return built
+
+
 def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048, 4096),
-             scan: bool = False) -> dict[str, list[tuple]]:
+             scan: bool = False, budgets: list[tuple] = ((None, None),)) -> dict[str, list[tuple]]:
   """Per table title, the (part, name, build) of its rows; the first row is its dense baseline.
   ``scan``: each model row is followed by its twins with ``model.scan_layers``, without and with
-  ``model.remat='full'``."""
+  ``model.remat='full'``. ``budgets``: each model row once per (chunk, loss chunk) MiB pair
+  (``_budgets``), named by it when there are several."""
   def rows(part, table):
     for label, c, a in table:
-      yield part, label, lambda c=c, a=a: model_row(c, a, quick)
-      for remat in ("none", "full") if scan else ():
-        yield (part, label + ", scanned" + (f", remat={remat}" if remat != "none" else ""),
-               lambda c=c, a=a, r=remat: model_row(c, a, quick, _scanned(r)))
+      for budget in budgets:
+        name = label + (" [chunks %s / loss %s MiB]" % budget if len(budgets) > 1 else "")
+        yield part, name, _traced_under(budget, lambda c=c, a=a: model_row(c, a, quick))
+        for remat in ("none", "full") if scan else ():
+          yield (part, name + ", scanned" + (f", remat={remat}" if remat != "none" else ""),
+                 _traced_under(budget, lambda c=c, a=a, r=remat: model_row(c, a, quick,
+                                                                         _scanned(r))))
 
   out = {}
   if "recipe" in parts:
@@ -226,19 +253,21 @@ def main(argv: list[str] | None = None) -> list[Row]:
                       help="also time every model row with model.scan_layers (stacked blocks), "
                            "without and with model.remat='full'")
   for flag, budget in (("--chunk-mib", "CHUNK_BYTES"), ("--loss-chunk-mib", "LOSS_CHUNK_BYTES")):
-    parser.add_argument(flag, type=int, metavar="MIB",
-                        help=f"this run's backend.{budget} on this backend (0: no chunks)")
+    parser.add_argument(flag, type=int, nargs="+", metavar="MIB",
+                        help=f"backend.{budget} on this backend (0: no chunks); several: each "
+                             "model row once per value, side by side")
   parser.add_argument("--out", help="write OUT.md and OUT.csv")
   parser.add_argument("--profile", metavar="DIR",
                       help="after timing, trace 3 steps of each row into DIR/<part>-<row>")
   args = parser.parse_args(argv)
-  for mib, budget in ((args.chunk_mib, "CHUNK_BYTES"), (args.loss_chunk_mib, "LOSS_CHUNK_BYTES")):
-    if mib is not None:
-      setattr(backend, budget, {jax.default_backend(): mib << 20} if mib else {})
+  budgets = list(itertools.product(args.chunk_mib or [None], args.loss_chunk_mib or [None]))
+  if len(budgets) == 1:
+    _budgets(*budgets[0])
   command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])
   text, rows = header(args, command), []
   print(text, flush=True)
-  for title, part_rows in builders(args.parts, args.quick, tuple(args.dims), args.scan).items():
+  for title, part_rows in builders(args.parts, args.quick, tuple(args.dims), args.scan,
+                                         budgets).items():
     if args.rows:
       part_rows = part_rows[:1] + [r for r in part_rows[1:] if any(t in r[1] for t in args.rows)]
     timed = time_rows(part_rows, args.repeats, args.profile)

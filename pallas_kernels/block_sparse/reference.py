@@ -16,10 +16,10 @@ def block_sparse_matmul(x: jax.Array, blocks_KxIxO: jax.Array, rows: tuple[int, 
   blocks_KxIxO = blocks_KxIxO.astype(x.dtype)
   if x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
     # XLA:CPU has no bf16 x bf16 -> f32 dot in this layout; bf16 products are exact in f32
-    # (the rule of structured.base.cast_for_dot, which pallas_kernels may not import)
+    # (the rule of structured.backend.cast_for_dot, which pallas_kernels may not import)
     x_NxKxI, blocks_KxIxO = x_NxKxI.astype(jnp.float32), blocks_KxIxO.astype(jnp.float32)
   # the product in its operands' dtype, summed into float32 (a float32 product would make the
-  # backward's dots mixed-dtype: float32 GEMMs on XLA:GPU, see structured.base.cast_for_dot)
+  # backward's dots mixed-dtype: float32 GEMMs on XLA:GPU, see structured.backend.cast_for_dot)
   y_NxKxO = jnp.einsum("nki,kio->nko", x_NxKxI, blocks_KxIxO, preferred_element_type=x_NxKxI.dtype)
   y_NxCxO = jnp.zeros((x_NxKxI.shape[0], d_out // b_out, b_out), jnp.float32)
   y_NxCxO = y_NxCxO.at[:, jnp.asarray(cols, jnp.int32)].add(y_NxKxO)

@@ -17,7 +17,7 @@ def btt(x: jax.Array, w0_BxAxRxJ: jax.Array, w1_JxBxRxC: jax.Array) -> jax.Array
   c = w1_JxBxRxC.shape[-1]
   x_NxBxA = x.reshape(-1, b, a)
   # results in x's dtype: a float32 result would make the backward's dots mixed-dtype, which
-  # XLA:GPU runs as float32 GEMMs (structured.base.cast_for_dot)
+  # XLA:GPU runs as float32 GEMMs (structured.backend.cast_for_dot)
   z_NxBxRxJ = jnp.einsum("tba,barj->tbrj", x_NxBxA, w0_BxAxRxJ.astype(x.dtype),
                          preferred_element_type=x.dtype)
   y_NxJxC = jnp.einsum("tbrj,jbrc->tjc", z_NxBxRxJ, w1_JxBxRxC.astype(x.dtype),

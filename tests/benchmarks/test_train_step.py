@@ -69,3 +69,19 @@ def test_scan_adds_scanned_twins_of_every_model_row():
       "dense w=256", "dense w=256, scanned", "dense w=256, scanned, remat=full",
       "btt r=1 w=1024", "btt r=1 w=1024, scanned", "btt r=1 w=1024, scanned, remat=full"]
   assert len({r.flops for r in rows[:3]}) == len({r.flops for r in rows[3:]}) == 1
+
+
+def test_several_chunk_budgets_time_each_model_row_under_each(monkeypatch):
+  """--chunk-mib 0 1: every model row twice, each traced under its budget (what token_chunk saw),
+  and the module's budgets restored afterwards."""
+  from structured import backend
+  bench, before, seen = _bench(), dict(backend.CHUNK_BYTES), []
+  token_chunk = backend.token_chunk
+  monkeypatch.setattr(backend, "token_chunk",
+                      lambda *a: seen.append(dict(backend.CHUNK_BYTES)) or token_chunk(*a))
+  rows = bench.main(["--quick", "--parts", "recipe", "--repeats", "1", "--chunk-mib", "0", "1"])
+  assert [r.name for r in rows] == [f"{m} [chunks {c} / loss None MiB]"
+                                    for m in ("dense w=256", "btt r=1 w=1024") for c in (0, 1)]
+  cpu = jax.default_backend()
+  assert {} in seen and {cpu: 1 << 20} in seen   # the BTT pair traced under each
+  assert backend.CHUNK_BYTES == before
