@@ -2,7 +2,7 @@
 
   PYTHONPATH=. python benchmarks/train_step.py [--quick] [--parts recipe gpt2 vit layer]
                                                [--repeats 5] [--rows btt monarch] [--dims 1024]
-                                               [--scan] [--chunk-mib 0 4] [--loss-chunk-mib 128]
+                                               [--scan] [--pair-chunks 1 4] [--loss-chunks 4]
                                                [--out benchmarks/results/train_step_cpu]
 
 Parts (each row built from the repo's configs and run through the real step, with random data of
@@ -23,9 +23,9 @@ also runs Adam; a layer row's step is its forward + backward), the backward/forw
 forward + two backward matmuls), and that rate as a fraction of the dense row of the same part,
 measured in the same process. ``--quick`` shrinks everything to seconds (tests run it). Writes
 ``OUT.md`` and ``OUT.csv``; ``--profile DIR`` also traces 3 steps of each row
-(``python -m benchmarks.profile_summary DIR/<part>-<row>``). ``--chunk-mib`` and
-``--loss-chunk-mib`` replace this backend's token-chunk budgets (structured/backend.py; 0 runs
-whole); given several values, every model row is timed once per value in the same process.
+(``python -m benchmarks.profile_summary DIR/<part>-<row>``). ``--pair-chunks`` and
+``--loss-chunks`` replace this backend's chunk counts (structured/backend.py; 1 runs whole);
+given several values, every model row is timed once per value in the same process.
 """
 
 from __future__ import annotations
@@ -170,42 +170,42 @@ def _scanned(remat: str):
   return edit
 
 
-def _budgets(chunk_mib: int | None, loss_chunk_mib: int | None) -> None:
-  """Sets backend's token-chunk budgets on this backend (None: leave; 0: no chunks)."""
-  for mib, name in ((chunk_mib, "CHUNK_BYTES"), (loss_chunk_mib, "LOSS_CHUNK_BYTES")):
-    if mib is not None:
-      setattr(backend, name, {jax.default_backend(): mib << 20} if mib else {})
+def _chunks(pair_chunks: int | None, loss_chunks: int | None) -> None:
+  """Sets backend's chunk counts on this backend (None: leave as they are)."""
+  for count, name in ((pair_chunks, "PAIR_CHUNKS"), (loss_chunks, "LOSS_CHUNKS")):
+    if count is not None:
+      setattr(backend, name, {jax.default_backend(): count})
 
 
-def _traced_under(budgets: tuple, build):
-  """``build`` whose functions are first run (traced) under the chunk ``budgets``, which apply
-  at trace time only, so rows with different budgets time side by side in one process."""
+def _traced_under(chunks: tuple, build):
+  """``build`` whose functions are first run (traced) under the chunk counts ``chunks``, which
+  apply at trace time only, so rows with different counts time side by side in one process."""
   def built():
-    saved = backend.CHUNK_BYTES, backend.LOSS_CHUNK_BYTES
+    saved = backend.PAIR_CHUNKS, backend.LOSS_CHUNKS
     try:
-      _budgets(*budgets)
+      _chunks(*chunks)
       timing = Timing(*build())
       jax.block_until_ready([f() for f in (timing.step, timing.forward, timing.grads) if f])
     finally:
-      backend.CHUNK_BYTES, backend.LOSS_CHUNK_BYTES = saved
+      backend.PAIR_CHUNKS, backend.LOSS_CHUNKS = saved
     return timing
   return built
 
 
 def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048, 4096),
-             scan: bool = False, budgets: list[tuple] = ((None, None),)) -> dict[str, list[tuple]]:
+             scan: bool = False, chunks: list[tuple] = ((None, None),)) -> dict[str, list[tuple]]:
   """Per table title, the (part, name, build) of its rows; the first row is its dense baseline.
   ``scan``: each model row is followed by its twins with ``model.scan_layers``, without and with
-  ``model.remat='full'``. ``budgets``: each model row once per (chunk, loss chunk) MiB pair
-  (``_budgets``), named by it when there are several."""
+  ``model.remat='full'``. ``chunks``: each model row once per (pair, loss) chunk counts (``_chunks``),
+  named by them when there are several."""
   def rows(part, table):
     for label, c, a in table:
-      for budget in budgets:
-        name = label + (" [chunks %s / loss %s MiB]" % budget if len(budgets) > 1 else "")
-        yield part, name, _traced_under(budget, lambda c=c, a=a: model_row(c, a, quick))
+      for counts in chunks:
+        name = label + (" [pair %s / loss %s chunks]" % counts if len(chunks) > 1 else "")
+        yield part, name, _traced_under(counts, lambda c=c, a=a: model_row(c, a, quick))
         for remat in ("none", "full") if scan else ():
           yield (part, name + ", scanned" + (f", remat={remat}" if remat != "none" else ""),
-                 _traced_under(budget, lambda c=c, a=a, r=remat: model_row(c, a, quick,
+                 _traced_under(counts, lambda c=c, a=a, r=remat: model_row(c, a, quick,
                                                                          _scanned(r))))
 
   out = {}
@@ -233,9 +233,8 @@ def header(args, command: str) -> str:
           f"float32, host malloc: {malloc_label()} "
           f"(experiments/host_allocator.py). Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           f"(1 / 5 / 15 min). Median (min-max) of {args.repeats} round-robin repeats after a "
-          "warm-up; GFLOP/s = 3 x forward FLOPs / step time. Token-chunk budgets "
-          f"(structured/backend.py): layer pairs {backend.CHUNK_BYTES}, LM loss "
-          f"{backend.LOSS_CHUNK_BYTES} bytes.\n")
+          "warm-up; GFLOP/s = 3 x forward FLOPs / step time. Chunks (structured/backend.py): "
+          f"layer pairs {backend.PAIR_CHUNKS}, LM loss {backend.LOSS_CHUNKS}.\n")
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -252,22 +251,22 @@ def main(argv: list[str] | None = None) -> list[Row]:
   parser.add_argument("--scan", action="store_true",
                       help="also time every model row with model.scan_layers (stacked blocks), "
                            "without and with model.remat='full'")
-  for flag, budget in (("--chunk-mib", "CHUNK_BYTES"), ("--loss-chunk-mib", "LOSS_CHUNK_BYTES")):
-    parser.add_argument(flag, type=int, nargs="+", metavar="MIB",
-                        help=f"backend.{budget} on this backend (0: no chunks); several: each "
-                             "model row once per value, side by side")
+  for flag, name in (("--pair-chunks", "PAIR_CHUNKS"), ("--loss-chunks", "LOSS_CHUNKS")):
+    parser.add_argument(flag, type=int, nargs="+", metavar="N",
+                        help=f"backend.{name} on this backend (1: whole); several: each model row "
+                             "once per value, side by side")
   parser.add_argument("--out", help="write OUT.md and OUT.csv")
   parser.add_argument("--profile", metavar="DIR",
                       help="after timing, trace 3 steps of each row into DIR/<part>-<row>")
   args = parser.parse_args(argv)
-  budgets = list(itertools.product(args.chunk_mib or [None], args.loss_chunk_mib or [None]))
-  if len(budgets) == 1:
-    _budgets(*budgets[0])
+  chunks = list(itertools.product(args.pair_chunks or [None], args.loss_chunks or [None]))
+  if len(chunks) == 1:
+    _chunks(*chunks[0])
   command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])
   text, rows = header(args, command), []
   print(text, flush=True)
   for title, part_rows in builders(args.parts, args.quick, tuple(args.dims), args.scan,
-                                         budgets).items():
+                                         chunks).items():
     if args.rows:
       part_rows = part_rows[:1] + [r for r in part_rows[1:] if any(t in r[1] for t in args.rows)]
     timed = time_rows(part_rows, args.repeats, args.profile)

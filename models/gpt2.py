@@ -27,7 +27,6 @@ class GPT2(nnx.Module):
                branch_scale: float = 1.0, dropout: float = 0.0, dtype=jnp.float32,
                scan_layers: bool = False, remat: str = "none"):
     self.seq_len, self.tie_embeddings, self.dtype = seq_len, tie_embeddings, dtype
-    self.vocab = vocab
     self.remat = remat
     init = nnx.initializers.normal(1.0)
     self.wte = nnx.Embed(vocab, width, embedding_init=init, rngs=rngs)

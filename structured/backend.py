@@ -8,16 +8,19 @@ import jax
 import jax.numpy as jnp
 
 # XLA:CPU, one device: a fused layer pair (StructuredLinear.then) whose first layer spends few
-# FLOPs per byte it writes runs its tokens in chunks whose widest activation holds at most
-# CHUNK_BYTES. Measured on the CIFAR MLP recipe's feed-forward pairs, 2 cores
-# (benchmarks/results/btt_ffn_chunks_cpu.md): BTT w=1024 (24 FLOPs per byte of its [N, 4096]
-# float32 output) ran its step 0.8x as long in 256-token chunks (4 MiB; 512 and 128 close
-# behind); Monarch b=8 w=512 (40) even; Monarch b=4 w=512 and b=8 w=1024 (80), whose GEMMs
-# prefer size, slower; dense slower. The kernels' summed time per step stays the same (traced);
-# what shrinks is the time the two threads wait on each other, the chunks' kernels being
-# independent. With several devices the token axis is split over them and chunks would move
-# data; GPUs and TPUs would only get smaller kernels.
-CHUNK_BYTES = {"cpu": 4 << 20}
+# FLOPs per byte it writes runs its tokens in PAIR_CHUNKS equal chunks, and a language model's
+# head and cross-entropy run over LOSS_CHUNKS chunks of positions. The kernels' summed time per
+# step stays the same (traced); what shrinks is the time XLA:CPU's two threads wait on each
+# other, the chunks' kernels being independent. Measured, 2 cores
+# (benchmarks/results/btt_ffn_chunks_cpu.md, gpt2_loss_chunks_cpu.md): the CIFAR MLP recipe's
+# BTT w=1024 (24 FLOPs per byte of its [N, 4096] float32 output) ran its step ~0.8x as long in 4
+# chunks of 256 tokens (2 and 8 close; 16 slower), ViT's BTT (12) in 4 chunks but not in 17;
+# Monarch b=8 w=512 (40) even; Monarch b=4 w=512 and b=8 w=1024 (80), whose GEMMs prefer size,
+# and dense slower. GPT-2 d 256 (vocab 50304, 8 x 256 tokens): the step 0.95-0.97x in 2 or 4
+# loss chunks. Several devices split the token axis between them, and chunks would move data;
+# GPUs and TPUs would only get smaller kernels.
+PAIR_CHUNKS = {"cpu": 4}
+LOSS_CHUNKS = {"cpu": 4}
 CHUNK_BELOW_FLOPS_PER_BYTE = 32
 MIN_CHUNK_TOKENS = 128
 
@@ -26,34 +29,23 @@ def token_chunk(n_tokens: int, bytes_per_token: int, flops_per_token: int) -> in
   """How many of ``n_tokens`` a fused layer pair runs at once (all of them but where the rule
   above chunks), given the bytes its widest activation takes and the FLOPs its first layer
   spends per token."""
-  budget = CHUNK_BYTES.get(jax.default_backend())
-  if (budget is None or jax.device_count() > 1
+  chunks = PAIR_CHUNKS.get(jax.default_backend())
+  if (chunks is None or jax.device_count() > 1
       or flops_per_token >= CHUNK_BELOW_FLOPS_PER_BYTE * bytes_per_token):
     return n_tokens
-  return _chunk(n_tokens, bytes_per_token, budget, MIN_CHUNK_TOKENS)
+  return _chunk(n_tokens, chunks, MIN_CHUNK_TOKENS)
 
 
-# XLA:CPU: a language model's head and cross-entropy run over chunks of positions whose logits
-# hold at most LOSS_CHUNK_BYTES (benchmarks/results/gpt2_loss_chunks_cpu.md: GPT-2 d 256, vocab
-# 50304, 8 x 256 tokens; head and loss alone 933 ms whole, 863 / 865 / 913 ms in 2 / 4 / 8
-# chunks; the full step 0.95-0.97x whole at 128-256 MiB): the loss's passes over one chunk's
-# logits overlap the GEMMs of another. Chunks are cut along the sequence, so a batch sharded
-# over devices stays where it is.
-LOSS_CHUNK_BYTES = {"cpu": 128 << 20}
+def loss_chunk(n_positions: int) -> int:
+  """How many of ``n_positions`` (of every sequence in the batch) a language model's head and
+  loss run at once. Cut along the sequence, so a batch sharded over devices stays in place."""
+  return _chunk(n_positions, LOSS_CHUNKS.get(jax.default_backend(), 1), 1)
 
 
-def loss_chunk(n_positions: int, bytes_per_position: int) -> int:
-  """How many of ``n_positions`` (of every sequence in the batch) the head and loss run at once,
-  given the bytes of logits one position takes over the whole batch."""
-  budget = LOSS_CHUNK_BYTES.get(jax.default_backend())
-  return n_positions if budget is None else _chunk(n_positions, bytes_per_position, budget, 1)
-
-
-def _chunk(n: int, bytes_each: int, budget: int, least: int) -> int:
-  """The size of equal chunks (the last one shorter by at most their count) of ``n`` items,
-  each at most ``budget`` bytes but at least ``least`` items."""
-  count = -(-n // min(n, max(budget // bytes_each, least)))
-  return -(-n // count)
+def _chunk(n: int, chunks: int, least: int) -> int:
+  """The size of ``chunks`` near-equal pieces of ``n`` items (fewer if they would hold less than
+  ``least``): all but the last that size."""
+  return max(-(-n // chunks), min(n, least))
 
 
 def cast_for_dot(operand: jax.Array, dtype) -> jax.Array:

@@ -37,8 +37,8 @@ def lm_xent(model, tokens_BxL, targets_BxL):
   its head and loss run over chunks of positions where the backend is faster so
   (``backend.loss_chunk``); the same value as ``xent(model(tokens), targets)``."""
   h_BxLxD = model.features(tokens_BxL)
-  b, n_pos = targets_BxL.shape
-  size = backend.loss_chunk(n_pos, b * 4 * model.vocab)
+  n_pos = targets_BxL.shape[1]
+  size = backend.loss_chunk(n_pos)
   total = sum(jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
       model.logits(h_BxLxD[:, i:i + size]), targets_BxL[:, i:i + size]))
       for i in range(0, n_pos, size))

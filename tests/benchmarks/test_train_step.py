@@ -71,17 +71,17 @@ def test_scan_adds_scanned_twins_of_every_model_row():
   assert len({r.flops for r in rows[:3]}) == len({r.flops for r in rows[3:]}) == 1
 
 
-def test_several_chunk_budgets_time_each_model_row_under_each(monkeypatch):
-  """--chunk-mib 0 1: every model row twice, each traced under its budget (what token_chunk saw),
-  and the module's budgets restored afterwards."""
+def test_several_chunk_counts_time_each_model_row_under_each(monkeypatch):
+  """--pair-chunks 1 3: every model row twice, each traced under its count (what token_chunk
+  saw), and the module's counts restored afterwards."""
   from structured import backend
-  bench, before, seen = _bench(), dict(backend.CHUNK_BYTES), []
+  bench, before, seen = _bench(), dict(backend.PAIR_CHUNKS), []
   token_chunk = backend.token_chunk
   monkeypatch.setattr(backend, "token_chunk",
-                      lambda *a: seen.append(dict(backend.CHUNK_BYTES)) or token_chunk(*a))
-  rows = bench.main(["--quick", "--parts", "recipe", "--repeats", "1", "--chunk-mib", "0", "1"])
-  assert [r.name for r in rows] == [f"{m} [chunks {c} / loss None MiB]"
-                                    for m in ("dense w=256", "btt r=1 w=1024") for c in (0, 1)]
+                      lambda *a: seen.append(dict(backend.PAIR_CHUNKS)) or token_chunk(*a))
+  rows = bench.main(["--quick", "--parts", "recipe", "--repeats", "1", "--pair-chunks", "1", "3"])
+  assert [r.name for r in rows] == [f"{m} [pair {c} / loss None chunks]"
+                                    for m in ("dense w=256", "btt r=1 w=1024") for c in (1, 3)]
   cpu = jax.default_backend()
-  assert {} in seen and {cpu: 1 << 20} in seen   # the BTT pair traced under each
-  assert backend.CHUNK_BYTES == before
+  assert {cpu: 1} in seen and {cpu: 3} in seen   # the BTT pair traced under each
+  assert backend.PAIR_CHUNKS == before

@@ -174,9 +174,9 @@ def test_then_in_token_chunks_equals_one_chunk(hparams, hidden, monkeypatch):
             jax.make_jaxpr(loss)((up, down), x))
 
   monkeypatch.setattr(jax, "device_count", lambda: 1)   # the tests run on 8 CPU devices
-  monkeypatch.setattr(backend, "CHUNK_BYTES", {})
+  monkeypatch.setattr(backend, "PAIR_CHUNKS", {})
   (whole, (g_whole, gx_whole)), jaxpr_whole = value_grads()
-  monkeypatch.setattr(backend, "CHUNK_BYTES", {jax.default_backend(): 4 * 4 * hidden})
+  monkeypatch.setattr(backend, "PAIR_CHUNKS", {jax.default_backend(): 3})
   monkeypatch.setattr(backend, "MIN_CHUNK_TOKENS", 1)
   (chunked, (g_chunked, gx_chunked)), jaxpr_chunked = value_grads()
   dots = [str(j).count("custom_vjp_call") for j in (jaxpr_whole, jaxpr_chunked)]   # base.bmm
@@ -194,7 +194,7 @@ def test_then_in_token_chunks_equals_one_chunk(hparams, hidden, monkeypatch):
     ("monarch", {"blocks": 8}, 1024, 1024)])
 def test_token_chunk_rule_picks_the_measured_pairs(kind, hparams, width, chunk, monkeypatch):
   """On one CPU device the recipe's BTT feed-forward runs in 256-token chunks and Monarch's whole
-  (the measurements behind backend.CHUNK_BYTES); on several devices or off CPU every pair runs
+  (the measurements behind backend.PAIR_CHUNKS); on several devices or off CPU every pair runs
   whole."""
   up = structured.make(kind, width, 4 * width, rngs=nnx.Rngs(0), **hparams)
   ask = lambda: backend.token_chunk(1024, 4 * up.d_out, up.flops_per_token())
