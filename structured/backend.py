@@ -14,9 +14,9 @@ import jax.numpy as jnp
 # other, the chunks' kernels being independent. Measured, 2 cores
 # (benchmarks/results/btt_ffn_chunks_cpu.md, gpt2_loss_chunks_cpu.md): the CIFAR MLP recipe's
 # BTT w=1024 (24 FLOPs per byte of its [N, 4096] float32 output) ran its step ~0.8x as long in 4
-# chunks of 256 tokens (2 and 8 close; 16 slower), ViT's BTT (12) in 4 chunks but not in 17;
+# chunks of 256 tokens (2 and 8 close; 16 slower); ViT's BTT (12) even in 4 chunks, slower in 17;
 # Monarch b=8 w=512 (40) even; Monarch b=4 w=512 and b=8 w=1024 (80), whose GEMMs prefer size,
-# and dense slower. GPT-2 d 256 (vocab 50304, 8 x 256 tokens): the step 0.95-0.97x in 2 or 4
+# and dense slower. GPT-2 d 256 (vocab 50304, 8 x 256 tokens): the step 0.90-0.97x in 2 or 4
 # loss chunks. Several devices split the token axis between them, and chunks would move data;
 # GPUs and TPUs would only get smaller kernels.
 PAIR_CHUNKS = {"cpu": 4}
