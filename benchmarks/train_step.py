@@ -179,7 +179,11 @@ def _chunks(pair_chunks: int | None, loss_chunks: int | None) -> None:
 
 def _traced_under(chunks: tuple, build):
   """``build`` whose functions are first run (traced) under the chunk counts ``chunks``, which
-  apply at trace time only, so rows with different counts time side by side in one process."""
+  apply at trace time only, so rows with different counts time side by side in one process
+  (``build`` itself where nothing is set)."""
+  if chunks == (None, None):
+    return build
+
   def built():
     saved = backend.PAIR_CHUNKS, backend.LOSS_CHUNKS
     try:

@@ -39,10 +39,8 @@ def lm_xent(model, tokens_BxL, targets_BxL):
   h_BxLxD = model.features(tokens_BxL)
   n_pos = targets_BxL.shape[1]
   size = backend.loss_chunk(n_pos)
-  total = sum(jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
-      model.logits(h_BxLxD[:, i:i + size]), targets_BxL[:, i:i + size]))
-      for i in range(0, n_pos, size))
-  return total / targets_BxL.size
+  return sum(xent(model.logits(h_BxLxD[:, i:i + size]), targets_BxL[:, i:i + size])
+             * min(size, n_pos - i) for i in range(0, n_pos, size)) / n_pos
 
 
 _STATIC = ("loss_name", "microbatches", "sparsity_plan")
