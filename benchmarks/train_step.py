@@ -2,7 +2,7 @@
 
   PYTHONPATH=. python benchmarks/train_step.py [--quick] [--parts recipe gpt2 vit layer]
                                                [--repeats 5] [--rows btt monarch] [--dims 1024]
-                                               [--scan] [--pair-chunks 1 4] [--loss-chunks 4]
+                                               [--scan] [--batch-chunks 1 4] [--loss-chunks 4]
                                                [--out benchmarks/results/train_step_cpu]
 
 Parts (each row built from the repo's configs and run through the real step, with random data of
@@ -23,7 +23,7 @@ also runs Adam; a layer row's step is its forward + backward), the backward/forw
 forward + two backward matmuls), and that rate as a fraction of the dense row of the same part,
 measured in the same process. ``--quick`` shrinks everything to seconds (tests run it). Writes
 ``OUT.md`` and ``OUT.csv``; ``--profile DIR`` also traces 3 steps of each row
-(``python -m benchmarks.profile_summary DIR/<part>-<row>``). ``--pair-chunks`` and
+(``python -m benchmarks.profile_summary DIR/<part>-<row>``). ``--batch-chunks`` and
 ``--loss-chunks`` replace this backend's chunk counts (structured/backend.py; 1 runs whole);
 given several values, every model row is timed once per value in the same process.
 """
@@ -170,9 +170,9 @@ def _scanned(remat: str):
   return edit
 
 
-def _chunks(pair_chunks: int | None, loss_chunks: int | None) -> None:
+def _chunks(batch_chunks: int | None, loss_chunks: int | None) -> None:
   """Sets backend's chunk counts on this backend (None: leave as they are)."""
-  for count, name in ((pair_chunks, "PAIR_CHUNKS"), (loss_chunks, "LOSS_CHUNKS")):
+  for count, name in ((batch_chunks, "BATCH_CHUNKS"), (loss_chunks, "LOSS_CHUNKS")):
     if count is not None:
       setattr(backend, name, {jax.default_backend(): count})
 
@@ -185,13 +185,13 @@ def _traced_under(chunks: tuple, build):
     return build
 
   def built():
-    saved = backend.PAIR_CHUNKS, backend.LOSS_CHUNKS
+    saved = backend.BATCH_CHUNKS, backend.LOSS_CHUNKS
     try:
       _chunks(*chunks)
       timing = Timing(*build())
       jax.block_until_ready([f() for f in (timing.step, timing.forward, timing.grads) if f])
     finally:
-      backend.PAIR_CHUNKS, backend.LOSS_CHUNKS = saved
+      backend.BATCH_CHUNKS, backend.LOSS_CHUNKS = saved
     return timing
   return built
 
@@ -205,7 +205,7 @@ def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048,
   def rows(part, table):
     for label, c, a in table:
       for counts in chunks:
-        name = label + (" [pair %s / loss %s chunks]" % counts if len(chunks) > 1 else "")
+        name = label + (" [batch %s / loss %s chunks]" % counts if len(chunks) > 1 else "")
         yield part, name, _traced_under(counts, lambda c=c, a=a: model_row(c, a, quick))
         for remat in ("none", "full") if scan else ():
           yield (part, name + ", scanned" + (f", remat={remat}" if remat != "none" else ""),
@@ -238,7 +238,7 @@ def header(args, command: str) -> str:
           f"(experiments/host_allocator.py). Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           f"(1 / 5 / 15 min). Median (min-max) of {args.repeats} round-robin repeats after a "
           "warm-up; GFLOP/s = 3 x forward FLOPs / step time. Chunks (structured/backend.py): "
-          f"layer pairs {backend.PAIR_CHUNKS}, LM loss {backend.LOSS_CHUNKS}.\n")
+          f"MLP batch {backend.BATCH_CHUNKS}, LM loss {backend.LOSS_CHUNKS}.\n")
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
   parser.add_argument("--scan", action="store_true",
                       help="also time every model row with model.scan_layers (stacked blocks), "
                            "without and with model.remat='full'")
-  for flag, name in (("--pair-chunks", "PAIR_CHUNKS"), ("--loss-chunks", "LOSS_CHUNKS")):
+  for flag, name in (("--batch-chunks", "BATCH_CHUNKS"), ("--loss-chunks", "LOSS_CHUNKS")):
     parser.add_argument(flag, type=int, nargs="+", metavar="N",
                         help=f"backend.{name} on this backend (1: whole); several: each model row "
                              "once per value, side by side")
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
   parser.add_argument("--profile", metavar="DIR",
                       help="after timing, trace 3 steps of each row into DIR/<part>-<row>")
   args = parser.parse_args(argv)
-  chunks = list(itertools.product(args.pair_chunks or [None], args.loss_chunks or [None]))
+  chunks = list(itertools.product(args.batch_chunks or [None], args.loss_chunks or [None]))
   if len(chunks) == 1:
     _chunks(*chunks[0])
   command = " ".join(["python benchmarks/train_step.py", *(sys.argv[1:] if argv is None else argv)])

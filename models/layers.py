@@ -74,6 +74,10 @@ class FeedForward(ResidualBranch):
   def flops_per_token(self) -> int:
     return self.up.flops_per_token() + self.down.flops_per_token()
 
+  def flops_per_byte(self, dtype) -> float:
+    """FLOPs the up-projection spends per byte of its output in ``dtype`` (backend.batch_chunk)."""
+    return self.up.flops_per_token() / (self.up.d_out * jnp.dtype(dtype).itemsize)
+
 
 class Attention(ResidualBranch):
   """Pre-LN residual multi-head attention with separate q/k/v/o projections.

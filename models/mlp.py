@@ -4,13 +4,16 @@ x -> input projection (d_in -> width) -> depth x [h + W2 gelu(W1 LN(h))] (width 
 width) -> LN -> readout (width -> d_out). Every linear comes from ``linear(layer_type, role,
 d_in, d_out)`` so the config decides which ones are structured. Blocks take the depth-muP
 ``branch_scale`` and optional dropout; ``dtype`` is the compute dtype (outputs float32);
-``scan_layers`` stores the blocks stacked and runs them as one scan (models/stack.py).
+``scan_layers`` stores the blocks stacked and runs them as one scan (models/stack.py). Where the
+backend runs such a network faster so (structured/backend.py: XLA:CPU, feed-forwards of few
+FLOPs per byte), the batch runs through it in chunks of examples, the same function.
 """
 
 import jax.numpy as jnp
 from flax import nnx
 
 from models import stack
+from structured import backend
 from models.layers import FeedForward, LinearFactory, dropout_rngs, split_params
 
 LAYER_TYPES = ("input", "ffn", "readout")
@@ -25,15 +28,21 @@ class MLP(nnx.Module):
     self.remat = remat
     self.embed = linear("input", "input", d_in, width)
     drop_rngs = dropout_rngs(rngs) if dropout else None
-    self.blocks = stack.blocks([
-        FeedForward(width, expansion, linear, rngs, branch_scale, dropout=dropout,
-                    dropout_rngs=drop_rngs, dtype=dtype) for _ in range(depth)], scan_layers)
+    blocks = [FeedForward(width, expansion, linear, rngs, branch_scale, dropout=dropout,
+                          dropout_rngs=drop_rngs, dtype=dtype) for _ in range(depth)]
+    self.ffn_flops_per_byte = blocks[0].flops_per_byte(dtype) if blocks else float("inf")
+    self.blocks = stack.blocks(blocks, scan_layers)
     self.norm = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
     self.readout = linear("readout", "readout", width, d_out)
 
   def __call__(self, x_BxI):
-    h = self.embed(x_BxI.reshape(x_BxI.shape[0], -1).astype(self.dtype))
-    h = stack.run((self.blocks,), h, self.remat)
+    x_BxI = x_BxI.reshape(x_BxI.shape[0], -1).astype(self.dtype)
+    n = x_BxI.shape[0]   # inside nnx.capture (coordinate checks) each layer records one output
+    size = n if hasattr(self, "__captures__") else backend.batch_chunk(n, self.ffn_flops_per_byte)
+    return jnp.concatenate([self._logits(x_BxI[i:i + size]) for i in range(0, n, size)])
+
+  def _logits(self, x_BxI):
+    h = stack.run((self.blocks,), self.embed(x_BxI), self.remat)
     return self.readout(self.norm(h)).astype(jnp.float32)
 
   def layer_tokens(self, layer) -> int:

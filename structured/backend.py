@@ -7,33 +7,32 @@ than another and the others do not care (or prefer the plain form), the rule liv
 import jax
 import jax.numpy as jnp
 
-# XLA:CPU, one device: a fused layer pair (StructuredLinear.then) whose first layer spends few
-# FLOPs per byte it writes runs its tokens in PAIR_CHUNKS equal chunks, and a language model's
-# head and cross-entropy run over LOSS_CHUNKS chunks of positions. The kernels' summed time per
-# step stays the same (traced); what shrinks is the time XLA:CPU's two threads wait on each
-# other, the chunks' kernels being independent. Measured, 2 cores
-# (benchmarks/results/btt_ffn_chunks_cpu.md, gpt2_loss_chunks_cpu.md): the CIFAR MLP recipe's
-# BTT w=1024 (24 FLOPs per byte of its [N, 4096] float32 output) ran its step ~0.8x as long in 4
-# chunks of 256 tokens (2 and 8 close; 16 slower); ViT's BTT (12) even in 4 chunks, slower in 17;
-# Monarch b=8 w=512 (40) even; Monarch b=4 w=512 and b=8 w=1024 (80), whose GEMMs prefer size,
-# and dense slower. GPT-2 d 256 (vocab 50304, 8 x 256 tokens): the step 0.90-0.97x in 2 or 4
-# loss chunks. Several devices split the token axis between them, and chunks would move data;
-# GPUs and TPUs would only get smaller kernels.
-PAIR_CHUNKS = {"cpu": 4}
+# XLA:CPU, one device: a model whose feed-forward spends few FLOPs per byte its first layer
+# writes runs its batch in BATCH_CHUNKS chunks of examples, through the whole network, and a
+# language model's head and cross-entropy run over LOSS_CHUNKS chunks of positions. The kernels'
+# summed time per step stays about the same (traced); what shrinks is the time XLA:CPU's two
+# threads wait on each other, the chunks' kernels being independent until the weight gradients
+# meet. Measured, 2 cores (benchmarks/results/batch_chunks_cpu.md, btt_ffn_chunks_cpu.md,
+# gpt2_loss_chunks_cpu.md), the CIFAR MLP recipe's step in 4 chunks of 256 examples: BTT w=1024
+# (24 FLOPs per byte of its [N, 4096] float32 output) and Kronecker w=1024 (24) ~0.9x, TT (52)
+# and BTT w=2048 (40) 0.89-0.93x, BLAST (2.5) even; Monarch b=4 w=512 (80) and dense (128),
+# whose GEMMs prefer size, slower. Chunking only BTT's feed-forward pair gave ~0.8x its unchunked
+# step, the whole network a further ~0.9x. GPT-2 d 256 (vocab 50304, 8 x 256 tokens): the step
+# 0.90-0.97x in 2 or 4 loss chunks. Several devices split the batch between them, and chunks would
+# move data; GPUs and TPUs would only get smaller kernels.
+BATCH_CHUNKS = {"cpu": 4}
 LOSS_CHUNKS = {"cpu": 4}
-CHUNK_BELOW_FLOPS_PER_BYTE = 32
-MIN_CHUNK_TOKENS = 128
+CHUNK_BELOW_FLOPS_PER_BYTE = 60
+MIN_CHUNK_EXAMPLES = 128
 
 
-def token_chunk(n_tokens: int, bytes_per_token: int, flops_per_token: int) -> int:
-  """How many of ``n_tokens`` a fused layer pair runs at once (all of them but where the rule
-  above chunks), given the bytes its widest activation takes and the FLOPs its first layer
-  spends per token."""
-  chunks = PAIR_CHUNKS.get(jax.default_backend())
-  if (chunks is None or jax.device_count() > 1
-      or flops_per_token >= CHUNK_BELOW_FLOPS_PER_BYTE * bytes_per_token):
-    return n_tokens
-  return _chunk(n_tokens, chunks, MIN_CHUNK_TOKENS)
+def batch_chunk(n_examples: int, flops_per_byte: float) -> int:
+  """How many of ``n_examples`` a model runs at once (all of them but where the rule above
+  chunks), given the FLOPs its feed-forward's first layer spends per byte it writes."""
+  chunks = BATCH_CHUNKS.get(jax.default_backend())
+  if chunks is None or jax.device_count() > 1 or flops_per_byte >= CHUNK_BELOW_FLOPS_PER_BYTE:
+    return n_examples
+  return _chunk(n_examples, chunks, MIN_CHUNK_EXAMPLES)
 
 
 def loss_chunk(n_positions: int) -> int:

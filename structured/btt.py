@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured import backend
 from structured.base import (Core, StructuredLinear, StructureError, bmm, check_int, factorize,
                              init_core)
 from structured.low_rank import svd_split
@@ -128,28 +127,17 @@ class BTT(StructuredLinear):
     [n_0..n_c-2, N, n_c-1] and x enters the first as [m_c-1..m_1, N, m_0]: when ``other`` is such
     a BTT whose input modes are this layer's output modes (a BTT feed-forward's up and down
     projections), ``fn`` runs in that layout and the transposes out of this layer and into
-    ``other`` (and their gradients') are skipped; the tokens run in chunks where the backend
-    is faster so (``backend.token_chunk``)."""
+    ``other`` (and their gradients') are skipped."""
     if not (isinstance(other, BTT) and self._tokens_middle() and other._tokens_middle()
             and self.ns == other.ms[::-1] and x.shape[-1] == self.d_in
             and not hasattr(self, "__captures__") and not hasattr(other, "__captures__")):
       return super().then(fn, other, x)
     x_NxI = x.reshape(-1, self.d_in)
-    n_tok = x_NxI.shape[0]
-    size = backend.token_chunk(n_tok, self.d_out * jnp.dtype(x.dtype).itemsize,
-                               self.flops_per_token())
-    y_NxO = jnp.concatenate([self._then_rows(fn, other, x_NxI[i:i + size])
-                             for i in range(0, n_tok, size)])
-    return other._output(y_NxO, x)
-
-  def _then_rows(self, fn, other, x_NxI):
-    """``then`` on one chunk of tokens, in the layers' shared layout (``backend.token_chunk``
-    picks the chunks)."""
-    n_tok, dtype = x_NxI.shape[0], x_NxI.dtype
-    t = self._contract(self._enter(x_NxI), n_tok, False, dtype)   # [n_<c-1, N, n_c-1]
+    t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x.dtype)   # [n_<c-1, N, n_c-1]
     if self.bias is not None:
       t = t + self.bias[...].astype(jnp.float32).reshape(t.shape[0], 1, t.shape[2])
-    return other._leave(other._contract(fn(t.astype(dtype)), n_tok, False, dtype))
+    t = other._contract(fn(t.astype(x.dtype)), x_NxI.shape[0], False, x.dtype)
+    return other._output(other._leave(t), x)
 
   def _tokens_middle(self) -> bool:
     """Whether the XLA path keeps tokens between the batch and feature axes."""

@@ -72,16 +72,16 @@ def test_scan_adds_scanned_twins_of_every_model_row():
 
 
 def test_several_chunk_counts_time_each_model_row_under_each(monkeypatch):
-  """--pair-chunks 1 3: every model row twice, each traced under its count (what token_chunk
+  """--batch-chunks 1 3: every model row twice, each traced under its count (what batch_chunk
   saw), and the module's counts restored afterwards."""
   from structured import backend
-  bench, before, seen = _bench(), dict(backend.PAIR_CHUNKS), []
-  token_chunk = backend.token_chunk
-  monkeypatch.setattr(backend, "token_chunk",
-                      lambda *a: seen.append(dict(backend.PAIR_CHUNKS)) or token_chunk(*a))
-  rows = bench.main(["--quick", "--parts", "recipe", "--repeats", "1", "--pair-chunks", "1", "3"])
-  assert [r.name for r in rows] == [f"{m} [pair {c} / loss None chunks]"
+  bench, before, seen = _bench(), dict(backend.BATCH_CHUNKS), []
+  batch_chunk = backend.batch_chunk
+  monkeypatch.setattr(backend, "batch_chunk",
+                      lambda *a: seen.append(dict(backend.BATCH_CHUNKS)) or batch_chunk(*a))
+  rows = bench.main(["--quick", "--parts", "recipe", "--repeats", "1", "--batch-chunks", "1", "3"])
+  assert [r.name for r in rows] == [f"{m} [batch {c} / loss None chunks]"
                                     for m in ("dense w=256", "btt r=1 w=1024") for c in (1, 3)]
   cpu = jax.default_backend()
-  assert {cpu: 1} in seen and {cpu: 3} in seen   # the BTT pair traced under each
-  assert backend.PAIR_CHUNKS == before
+  assert {cpu: 1} in seen and {cpu: 3} in seen   # every model traced under each
+  assert backend.BATCH_CHUNKS == before

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import gpt2_bytes, mlp_fashion, mlp_synthetic
+from configs import gpt2_bytes, mlp_cifar, mlp_fashion, mlp_synthetic
 import runfiles
 from experiments import config as run_config, coord_check, errors
 from experiments.tasks import images
@@ -262,3 +262,54 @@ def test_lm_loss_in_position_chunks_equals_whole_logits(tie, monkeypatch):
   np.testing.assert_allclose(value_c, value_w, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                nnx.state(grads_c), nnx.state(grads_w))
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_mlp_in_batch_chunks_equals_whole_batch(scan, monkeypatch):
+  """The MLP run over chunks of its batch (backend.batch_chunk: 4 + 4 + 2 of 10 examples) gives
+  the whole batch's outputs and gradients, float32 1e-5, blocks per block or scanned."""
+  model = build(_tiny("mlp", kind="btt", structure={"rank": 1}, depth=2, use_bias=True,
+                      scan_layers=scan), TINY_SPECS["mlp"])
+  x = jax.random.normal(jax.random.key(1), (10, 16))
+  r = jax.random.normal(jax.random.key(2), (10, 4))
+
+  def value_grads():   # a new function each time: make_jaxpr caches traces per function
+    loss = lambda m, x: jnp.sum(m(x) * r)
+    return nnx.value_and_grad(loss, argnums=(0, 1))(model, x), jax.make_jaxpr(loss)(model, x)
+
+  monkeypatch.setattr(jax, "device_count", lambda: 1)   # the tests run on 8 CPU devices
+  monkeypatch.setattr(backend, "BATCH_CHUNKS", {})
+  (whole, (g_whole, gx_whole)), jaxpr_whole = value_grads()
+  monkeypatch.setattr(backend, "BATCH_CHUNKS", {jax.default_backend(): 3})
+  monkeypatch.setattr(backend, "MIN_CHUNK_EXAMPLES", 1)
+  (chunked, (g_chunked, gx_chunked)), jaxpr_chunked = value_grads()
+  layers = [str(j).count("custom_vjp_call") for j in (jaxpr_whole, jaxpr_chunked)]   # base.bmm
+  assert layers[1] == 3 * layers[0]   # three chunks ran
+  tol = dict(rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(chunked, whole, **tol)
+  np.testing.assert_allclose(gx_chunked, gx_whole, **tol)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), nnx.state(g_chunked),
+               nnx.state(g_whole))
+
+
+@pytest.mark.parametrize("arg,chunk", [
+    ("kind=btt,rank=1,width=1024", 256),   # 24 FLOPs per byte its up-projection writes: chunks
+    ("kind=tt,cores=3,rank=2,width=1024", 256),   # 52
+    ("kind=monarch,blocks=4,width=512", 1024),   # 80: whole
+    ("kind=dense,width=256", 1024)])             # 128
+def test_batch_chunk_rule_picks_the_measured_recipes(arg, chunk, monkeypatch):
+  """On one CPU device the CIFAR recipe's BTT and TT MLPs run their batch of 1024 in 4 chunks,
+  Monarch's and dense's whole (the measurements behind backend.BATCH_CHUNKS); on several
+  devices or off CPU every model runs whole."""
+  cfg = mlp_cifar.get_config(arg)
+  model = factory.build(run_config.parse_model(cfg.model), {"d_in": 3072, "d_out": 10},
+                        nnx.Rngs(0), run_config.parse(cfg).mup)
+  ask = lambda: backend.batch_chunk(1024, model.ffn_flops_per_byte)
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
+  assert ask() == chunk
+  monkeypatch.setattr(jax, "device_count", lambda: 8)
+  assert ask() == 1024
+  monkeypatch.setattr(jax, "device_count", lambda: 1)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert ask() == 1024

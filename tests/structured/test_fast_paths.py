@@ -18,7 +18,6 @@ import pytest
 from flax import nnx
 
 import structured
-from structured import backend
 
 CASES = [(kind, {}) for kind in sorted(structured.FAMILIES)] + [
     ("btt", {"rank": 2, "cores": 3}), ("btt", {"rank": 3}), ("tt", {"cores": 4, "rank": 3}),
@@ -156,53 +155,3 @@ def test_then_equals_down_of_fn_of_up(kind, hparams, width, hidden, meets, dtype
   transposes = [str(jax.make_jaxpr(lambda x: loss((up, down), x, fused)[0])(x)).count("transpose")
                 for fused in (True, False)]
   assert (transposes[0] < transposes[1]) == meets   # the layouts met: two transposes fewer
-
-
-@pytest.mark.parametrize("hparams,hidden", [({"rank": 1}, 256), ({"cores": 3}, 512)])
-def test_then_in_token_chunks_equals_one_chunk(hparams, hidden, monkeypatch):
-  """A pair that runs its tokens in chunks (backend.token_chunk: 4 of 10 tokens, so 4 + 4 + 2)
-  gives the values and gradients of one chunk, float32 1e-5."""
-  up = structured.make("btt", 64, hidden, rngs=nnx.Rngs(0), use_bias=True, **hparams)
-  down = structured.make("btt", hidden, 64, rngs=nnx.Rngs(1), use_bias=True, **hparams)
-  x = jax.random.normal(jax.random.key(1), (2, 5, 64))
-  r = jax.random.normal(jax.random.key(2), (2, 5, 64))
-
-  def value_grads():   # a new function each time: make_jaxpr caches traces per function
-    def loss(layers, x):
-      return jnp.sum(layers[0].then(jax.nn.gelu, layers[1], x) * r)
-    return (nnx.value_and_grad(loss, argnums=(0, 1))((up, down), x),
-            jax.make_jaxpr(loss)((up, down), x))
-
-  monkeypatch.setattr(jax, "device_count", lambda: 1)   # the tests run on 8 CPU devices
-  monkeypatch.setattr(backend, "PAIR_CHUNKS", {})
-  (whole, (g_whole, gx_whole)), jaxpr_whole = value_grads()
-  monkeypatch.setattr(backend, "PAIR_CHUNKS", {jax.default_backend(): 3})
-  monkeypatch.setattr(backend, "MIN_CHUNK_TOKENS", 1)
-  (chunked, (g_chunked, gx_chunked)), jaxpr_chunked = value_grads()
-  dots = [str(j).count("custom_vjp_call") for j in (jaxpr_whole, jaxpr_chunked)]   # base.bmm
-  assert dots[1] == 3 * dots[0]   # three chunks ran
-  tol = dict(rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(chunked, whole, **tol)
-  np.testing.assert_allclose(gx_chunked, gx_whole, **tol)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), nnx.state(g_chunked),
-               nnx.state(g_whole))
-
-
-@pytest.mark.parametrize("kind,hparams,width,chunk", [
-    ("btt", {"rank": 1}, 1024, 256),      # 24 FLOPs per byte it writes: 256-token chunks
-    ("monarch", {"blocks": 4}, 512, 1024),   # 80: whole
-    ("monarch", {"blocks": 8}, 1024, 1024)])
-def test_token_chunk_rule_picks_the_measured_pairs(kind, hparams, width, chunk, monkeypatch):
-  """On one CPU device the recipe's BTT feed-forward runs in 256-token chunks and Monarch's whole
-  (the measurements behind backend.PAIR_CHUNKS); on several devices or off CPU every pair runs
-  whole."""
-  up = structured.make(kind, width, 4 * width, rngs=nnx.Rngs(0), **hparams)
-  ask = lambda: backend.token_chunk(1024, 4 * up.d_out, up.flops_per_token())
-  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-  monkeypatch.setattr(jax, "device_count", lambda: 1)
-  assert ask() == chunk
-  monkeypatch.setattr(jax, "device_count", lambda: 8)
-  assert ask() == 1024
-  monkeypatch.setattr(jax, "device_count", lambda: 1)
-  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-  assert ask() == 1024
