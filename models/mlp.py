@@ -4,17 +4,18 @@ x -> input projection (d_in -> width) -> depth x [h + W2 gelu(W1 LN(h))] (width 
 width) -> LN -> readout (width -> d_out). Every linear comes from ``linear(layer_type, role,
 d_in, d_out)`` so the config decides which ones are structured. Blocks take the depth-muP
 ``branch_scale`` and optional dropout; ``dtype`` is the compute dtype (outputs float32);
-``scan_layers`` stores the blocks stacked and runs them as one scan (models/stack.py). Where the
-backend runs such a network faster so (structured/backend.py: XLA:CPU, feed-forwards of few
-FLOPs per byte), the batch runs through it in chunks of examples, the same function.
+``scan_layers`` stores the blocks stacked and runs them as one scan (models/stack.py). Where
+that runs faster (structured/backend.py: XLA:CPU, feed-forwards of few FLOPs per byte), the
+batch goes through the network in chunks of examples: the same function (dropout draws its masks
+per chunk).
 """
 
 import jax.numpy as jnp
 from flax import nnx
 
 from models import stack
-from structured import backend
 from models.layers import FeedForward, LinearFactory, dropout_rngs, split_params
+from structured import backend
 
 LAYER_TYPES = ("input", "ffn", "readout")
 
