@@ -83,5 +83,7 @@ def test_several_chunk_counts_time_each_model_row_under_each(monkeypatch):
   assert [r.name for r in rows] == [f"{m} [batch {c} / loss None chunks]"
                                     for m in ("dense w=256", "btt r=1 w=1024") for c in (1, 3)]
   cpu = jax.default_backend()
-  assert {cpu: 1} in seen and {cpu: 3} in seen   # every model traced under each
+  # every function of every row (step, forward, gradients) traced under each count: a step
+  # compiled under one count and reused under the other would leave the counts unequal
+  assert seen.count({cpu: 1}) == seen.count({cpu: 3}) > 0
   assert backend.BATCH_CHUNKS == before
