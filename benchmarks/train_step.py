@@ -200,7 +200,7 @@ def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048,
              scan: bool = False, chunks: list[tuple] = ((None, None),)) -> dict[str, list[tuple]]:
   """Per table title, the (part, name, build) of its rows; the first row is its dense baseline.
   ``scan``: each model row is followed by its twins with ``model.scan_layers``, without and with
-  ``model.remat='full'``. ``chunks``: each model row once per (pair, loss) chunk counts (``_chunks``),
+  ``model.remat='full'``. ``chunks``: each model row once per (batch, loss) chunk counts (``_chunks``),
   named by them when there are several."""
   def rows(part, table):
     for label, c, a in table:
