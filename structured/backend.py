@@ -24,6 +24,12 @@ BATCH_CHUNKS = {"cpu": 4}
 LOSS_CHUNKS = {"cpu": 4}
 CHUNK_BELOW_FLOPS_PER_BYTE = 60
 MIN_CHUNK_EXAMPLES = 128
+# Causal attention in query blocks, each against the keys it sees (models.layers.attention):
+# XLA:CPU, fwd+bwd of 4 heads of 64 (benchmarks/results/attention_cpu.md), 8 x 256 positions in 4
+# blocks of 64: 0.65x the time whole (blocks of 32: 0.90x, 128: 0.84x); 2 x 1024 in 8 blocks of
+# 128: 0.58x (64: 0.71x, 256: 0.64x). Elsewhere unmeasured: one block, the full square.
+QUERY_BLOCKS = {"cpu": 8}
+MIN_QUERY_BLOCK = 64
 
 
 def batch_chunk(n_examples: int, flops_per_byte: float) -> int:
@@ -39,6 +45,12 @@ def loss_chunk(n_positions: int) -> int:
   """How many of ``n_positions`` (of every sequence in the batch) a language model's head and
   loss run at once. Cut along the sequence, so a batch sharded over devices stays in place."""
   return _chunk(n_positions, LOSS_CHUNKS.get(jax.default_backend(), 1), 1)
+
+
+def query_block(n_queries: int) -> int:
+  """How many of a causal attention's ``n_queries`` positions one block holds (see
+  ``models.layers.attention``)."""
+  return _chunk(n_queries, QUERY_BLOCKS.get(jax.default_backend(), 1), MIN_QUERY_BLOCK)
 
 
 def _chunk(n: int, chunks: int, least: int) -> int:

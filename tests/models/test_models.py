@@ -14,7 +14,7 @@ import runfiles
 from experiments import config as run_config, coord_check, errors
 from experiments.tasks import images
 from experiments.train import loop as train, sharding, step
-from models import factory
+from models import factory, layers
 from structured import StructureError, backend, mup
 from structured.mup import MuP
 
@@ -313,3 +313,35 @@ def test_batch_chunk_rule_picks_the_measured_recipes(arg, chunk, monkeypatch):
   monkeypatch.setattr(jax, "device_count", lambda: 1)
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert ask() == 1024
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_attention_equals_the_library_and_skips_the_masked_keys(causal, dtype, tol, monkeypatch):
+  """layers.attention gives jax.nn.dot_product_attention's outputs and gradients (float32 1e-5,
+  bfloat16 2e-2), in query blocks of 3 + 3 + 3 + 1 of 10 positions; causal, each block's
+  products cover only the keys it sees (64 of the 100 scores), else one block covers all."""
+  monkeypatch.setattr(backend, "QUERY_BLOCKS", {jax.default_backend(): 4})
+  monkeypatch.setattr(backend, "MIN_QUERY_BLOCK", 1)
+  assert backend.query_block(10) == 3
+  q, k, v, ct = (jax.random.normal(key, (2, 10, 3, 4), dtype)
+                 for key in jax.random.split(jax.random.key(0), 4))
+  ours = lambda q, k, v: layers.attention(q, k, v, scale=0.3, is_causal=causal)
+  library = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=0.3, is_causal=causal)
+  for a, b in zip(*(jax.tree.leaves((lambda y, pullback: (y, pullback(ct)))(*jax.vjp(f, q, k, v)))
+                    for f in (ours, library))):
+    assert a.dtype == dtype
+    np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol)
+  scores = [e.outvars[0].aval.shape for e in jax.make_jaxpr(ours)(q, k, v).eqns
+            if e.primitive.name == "dot_general" and e.outvars[0].aval.shape[-1] != 4]
+  assert scores == ([(2, 3, 3, 3), (2, 3, 3, 6), (2, 3, 3, 9), (2, 3, 1, 10)] if causal
+                    else [(2, 3, 10, 10)])
+
+
+def test_query_block_rule_picks_the_measured_blocks(monkeypatch):
+  """On CPU causal attention runs 256 positions in blocks of 64 and 1024 in blocks of 128
+  (benchmarks/results/attention_cpu.md), fewer than 64 whole; elsewhere always whole."""
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  assert [backend.query_block(n) for n in (16, 64, 256, 1024)] == [16, 64, 64, 128]
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert backend.query_block(1024) == 1024
