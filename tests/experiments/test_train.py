@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
+import optax
 import pytest
 
 from configs import gpt2_bytes, mlp_synthetic
 import runfiles
 from experiments import config as run_config
-from experiments.train import loop as train, step
+from experiments.train import loop as train, optim, step
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -88,3 +91,19 @@ def test_bad_config_is_one_clear_error(tmp_path, override, message, choice):
   assert message in out.stderr and choice in out.stderr
   assert "Traceback" not in out.stderr
   assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("scale", [0.1, 10.0, float("nan")])
+def test_clip_by_global_norm_matches_optax(scale):
+  """optim's one-multiply clipping gives optax.clip_by_global_norm's updates (float32 1e-6):
+  below the norm unchanged, above it scaled to it, NaN where the norm is NaN."""
+  keys = jax.random.split(jax.random.key(0), 2)
+  grads = {"w": scale * jax.random.normal(keys[0], (3, 4)), "b": jax.random.normal(keys[1], (5,))}
+  ours, theirs = (tx.update(grads, tx.init(grads))[0]
+                  for tx in (optim.clip_by_global_norm(2.0), optax.clip_by_global_norm(2.0)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ours, theirs)
+  if math.isnan(scale):
+    assert all(np.isnan(g).all() for g in jax.tree.leaves(ours))
+  else:
+    assert float(optax.tree.norm(ours)) == pytest.approx(min(float(optax.tree.norm(grads)), 2.0),
+                                                         rel=1e-6)
