@@ -30,6 +30,16 @@ MIN_CHUNK_EXAMPLES = 128
 # 128: 0.58x (64: 0.71x, 256: 0.64x). Elsewhere unmeasured: one block, the full square.
 QUERY_BLOCKS = {"cpu": 8}
 MIN_QUERY_BLOCK = 64
+# A 2-D weight gradient t^T dy (t [N, K], dy [N, M], contracting the tokens N) whose weight has at
+# least this many times more outputs than inputs (M >= ratio K) runs with t transposed first, to
+# [K, N], so the dot is a plain product (``structured.base._weight_grad``): XLA:CPU runs the dot
+# with a transposed operand outside its GEMM library (in GPT-2's step those were the only untraced,
+# Eigen-run dots), and the transpose moves N K numbers for the product's 2 N K M FLOPs. Measured,
+# 2 cores (benchmarks/results/weight_grad_forms_cpu.md): GPT-2's head per loss chunk, [512, 256]
+# x [512, 50304], 78 -> 67 ms, its step 0.98x; [2048, 256] x [2048, 1024] 8.4 -> 6.2 ms (the MLPs'
+# and ViT's steps even); at M <= K the forms trade places between runs, and batched products of
+# small cores tie or lose. Elsewhere: the dot as written.
+TRANSPOSE_TOKENS_FROM_RATIO = {"cpu": 4}
 
 
 def batch_chunk(n_examples: int, flops_per_byte: float) -> int:
@@ -51,6 +61,13 @@ def query_block(n_queries: int) -> int:
   """How many of a causal attention's ``n_queries`` positions one block holds (see
   ``models.layers.attention``)."""
   return _chunk(n_queries, QUERY_BLOCKS.get(jax.default_backend(), 1), MIN_QUERY_BLOCK)
+
+
+def transpose_tokens_first(k: int, m: int, batched: bool) -> bool:
+  """Whether the weight gradient of a [K, M] weight (``batched``: one per leading batch index)
+  transposes its tokens-major input first (see TRANSPOSE_TOKENS_FROM_RATIO)."""
+  ratio = TRANSPOSE_TOKENS_FROM_RATIO.get(jax.default_backend())
+  return ratio is not None and not batched and m >= ratio * k
 
 
 def _chunk(n: int, chunks: int, least: int) -> int:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.backend import cast_for_dot
+from structured.backend import cast_for_dot, transpose_tokens_first
 
 
 class StructureError(ValueError):
@@ -271,12 +271,18 @@ def _weight_grad(t_NxK: jax.Array, dy_NxM: jax.Array) -> jax.Array:
   axis. Where the weight has fewer outputs than inputs (M < K) it is formed as (dy^T t)^T:
   XLA:CPU runs t^T dy 3-25x slower there (operands [2, 1024, 1024] x [2, 1024, 4]: 15 vs
   0.6 ms; [4096, 1024] x [4096, 256]: 72 vs 52 ms), and the optimization barrier keeps XLA from
-  folding the small transpose back into the dot. Only from ``_MIN_TOKENS`` tokens: with 2-3
+  folding the small transpose back into the dot. Where it has many more (the backend's rule,
+  ``backend.transpose_tokens_first``), t is transposed first and the dot is a plain product.
+  Only from ``_MIN_TOKENS`` tokens: with 2-3
   tokens XLA:CPU aborts compiling this form inside BLAST's backward (a dot operand left in a
   non-default layout), and so few tokens gain nothing."""
-  if dy_NxM.shape[-1] < t_NxK.shape[-1] and t_NxK.shape[-2] >= _MIN_TOKENS:
+  (n, k), m = t_NxK.shape[-2:], dy_NxM.shape[-1]
+  if m < k and n >= _MIN_TOKENS:
     dw_MxK = jax.lax.optimization_barrier(jax.lax.dot_general(dy_NxM, t_NxK, _dims(t_NxK, (0, 0))))
     return jnp.swapaxes(dw_MxK, -1, -2)
+  if n >= _MIN_TOKENS and transpose_tokens_first(k, m, t_NxK.ndim > 2):
+    t_KxN = jax.lax.optimization_barrier(jnp.swapaxes(t_NxK, -1, -2))
+    return jax.lax.dot_general(t_KxN, dy_NxM, _dims(t_NxK, (1, 0)))
   return jax.lax.dot_general(t_NxK, dy_NxM, _dims(t_NxK, (0, 0)))
 
 

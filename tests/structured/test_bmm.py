@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from structured import base
+from structured import backend, base
 
 
 def _reference(t, w, tokens_last):
@@ -21,7 +21,8 @@ BATCHED = [(3, 256, 48, 16), (3, 256, 16, 48), (3, 256, 32, 32),
 
 @pytest.mark.parametrize("batch,n,k,m,tokens_last", [
     (None, 256, 64, 8, False),   # matmul, M < K with many tokens: the transposed weight gradient
-    (None, 256, 8, 64, False),   # matmul, M > K
+    (None, 256, 8, 64, False),   # matmul, M >= 4 K: tokens transposed first (on CPU)
+    (None, 256, 16, 48, False),  # matmul, K < M < 4 K: the plain form
     *[(*case, False) for case in BATCHED], *[(*case, True) for case in BATCHED]])
 def test_values_and_gradients_match_autodiff_of_the_plain_dot(batch, n, k, m, tokens_last):
   lead = () if batch is None else (batch,)
@@ -41,6 +42,19 @@ def test_values_and_gradients_match_autodiff_of_the_plain_dot(batch, n, k, m, to
   for g, ref in zip(grads, wants, strict=True):
     assert g.shape == ref.shape
     np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-5 * float(jnp.abs(ref).max()))
+
+
+@pytest.mark.parametrize("k,m,rule,transposed", [
+    (8, 64, {"cpu": 4}, True), (16, 48, {"cpu": 4}, False), (8, 64, {}, False)])
+def test_tokens_are_transposed_first_where_the_backend_rule_says(monkeypatch, k, m, rule,
+                                                                  transposed):
+  """The weight gradient's form is the backend's choice (``TRANSPOSE_TOKENS_FROM_RATIO``): with
+  the rule, an [N, K] input with M >= 4 K outputs goes through a barrier-held transpose; without
+  it (other backends), the plain dot."""
+  monkeypatch.setattr(backend, "TRANSPOSE_TOKENS_FROM_RATIO", rule)
+  t, w = jnp.ones((256, k)), jnp.ones((k, m))
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: jnp.sum(base.matmul(t, w))))(w))
+  assert ("optimization_barrier" in jaxpr) == transposed
 
 
 def test_bfloat16_gradients_keep_the_operand_dtype():
