@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> str:
     best = min(group, key=lambda r: statistics.median(r.step_s))
     gflops = best.flops / statistics.median(best.step_s) / 1e9
     lines.append(f"| {group[0].part} | " + " | ".join(ms_range(r.step_s) for r in group)
-                 + f" | {best.name} | {gflops:.0f} |")
+                 + f" | {best.name} | {gflops:.1f} |")
   text = "\n".join(lines) + "\n"
   print(text)
   if args.out:

@@ -273,9 +273,9 @@ def _weight_grad(t_NxK: jax.Array, dy_NxM: jax.Array) -> jax.Array:
   0.6 ms; [4096, 1024] x [4096, 256]: 72 vs 52 ms), and the optimization barrier keeps XLA from
   folding the small transpose back into the dot. Where it has many more (the backend's rule,
   ``backend.transpose_tokens_first``), t is transposed first and the dot is a plain product.
-  Only from ``_MIN_TOKENS`` tokens: with 2-3
-  tokens XLA:CPU aborts compiling this form inside BLAST's backward (a dot operand left in a
-  non-default layout), and so few tokens gain nothing."""
+  Only from ``_MIN_TOKENS`` tokens: with 2-3 tokens XLA:CPU aborts compiling the first form
+  inside BLAST's backward (a dot operand left in a non-default layout), and so few tokens gain
+  nothing."""
   (n, k), m = t_NxK.shape[-2:], dy_NxM.shape[-1]
   if m < k and n >= _MIN_TOKENS:
     dw_MxK = jax.lax.optimization_barrier(jax.lax.dot_general(dy_NxM, t_NxK, _dims(t_NxK, (0, 0))))

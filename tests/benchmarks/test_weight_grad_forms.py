@@ -19,9 +19,9 @@ def test_every_form_is_t_transposed_times_dy(batched):
 
 def test_tiny_run_writes_one_line_per_shape(tmp_path):
   out = tmp_path / "forms"
-  text = weight_grad_forms.main(["--repeats", "1", "--shapes", "1x64x8x32", "2x64x16x8",
+  text = weight_grad_forms.main(["--repeats", "1", "--shapes", "1x512x64x256", "2x512x64x32",
                                  "--out", str(out)])
-  rows = [line for line in text.splitlines() if line.startswith(("| 1x64", "| 2x64"))]
+  rows = [line for line in text.splitlines() if line.startswith(("| 1x512", "| 2x512"))]
   assert len(rows) == 2 and all(line.count("|") == 7 for line in rows)
   rates = [float(line.split("|")[-2]) for line in rows]   # GFLOP/s from each row's own shape
   assert rates[0] > 0 and rates[1] > 0
