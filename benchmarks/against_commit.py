@@ -102,12 +102,8 @@ def worktree(commit: str):
     subprocess.run(["git", "worktree", "remove", "--force", path], cwd=HERE, capture_output=True)
 
 
-def ms(seconds: list[float]) -> str:
-  return (f"{1e3 * statistics.median(seconds):.0f} ms "
-          f"({1e3 * min(seconds):.0f}-{1e3 * max(seconds):.0f})")
-
-
 def main(argv: list[str] | None = None) -> str:
+  from benchmarks.timing import ms_range
   from benchmarks.train_step import MODELS, bench_config
   from experiments import host_allocator
 
@@ -137,7 +133,7 @@ def main(argv: list[str] | None = None) -> str:
            f"{load[2]:.2f}; old: {args.commit}, system malloc; new: this tree, "
            f"{'tcmalloc' if tcmalloc else 'system malloc'}; {args.steps} steps a process after 2 "
            "warm-up steps, median (min-max).\n",
-           "| round | row | old | new | new / old (medians) | new / old (minima) |",
+           "| round | row | old ms | new ms | new / old (medians) | new / old (minima) |",
            "|---|---|---:|---:|---:|---:|"]
   print("\n".join(lines), flush=True)
   with worktree(args.commit) as old_tree:
@@ -145,7 +141,7 @@ def main(argv: list[str] | None = None) -> str:
       for name, job in jobs.items():
         old, new = run_child(old_tree, job, False), run_child(HERE, job, tcmalloc)
         ratio = statistics.median(new) / statistics.median(old)
-        line = (f"| {r} | {name} | {ms(old)} | {ms(new)} | {ratio:.3f} | "
+        line = (f"| {r} | {name} | {ms_range(old)} | {ms_range(new)} | {ratio:.3f} | "
                 f"{min(new) / min(old):.3f} |")
         print(line, flush=True)
         lines.append(line)

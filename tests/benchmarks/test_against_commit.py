@@ -12,7 +12,7 @@ def test_tiny_run_alternates_old_and_new_and_removes_its_worktree(tmp_path):
                               "--steps", "1", "--quick", "--out", str(out)])
   rows = [line for line in text.splitlines() if line.startswith("| 1 | gpt2 dense |")]
   assert len(rows) == 1
-  old_ms, new_ms = (float(cell.split(" ms")[0]) for cell in rows[0].split("|")[3:5])
+  old_ms, new_ms = (float(cell.split("(")[0]) for cell in rows[0].split("|")[3:5])
   assert old_ms > 0 and new_ms > 0
   assert pathlib.Path(f"{out}.md").read_text() == text
   trees = subprocess.run(["git", "worktree", "list"], cwd=against_commit.HERE,
