@@ -1,13 +1,15 @@
 """Time GPT-2's train step in this tree and at an older commit, alternating fresh processes.
 
   PYTHONPATH=. python benchmarks/against_commit.py [--commit e3dd319] [--rows "gpt2 dense"]
-                                                   [--rounds 3] [--steps 7] [--out FILE_STEM]
+                                                   [--rounds 3] [--steps 7] [--old-tcmalloc]
+                                                   [--out FILE_STEM]
 
 Issue #14's GPT-2 target is a ratio to the code before the train-step work (e3dd319), which no
 one process can hold. Each round runs, for every row, a fresh process on a ``git worktree`` of
 COMMIT, then one on this tree, so load drifts hit both alike. Each side runs as its own CLIs
-run: the old one with the system malloc (it had no ``experiments/host_allocator.py``), this one
-under tcmalloc when installed. A child builds the row (``train_step.MODELS``, at
+run: the old one with the system malloc (e3dd319 had no ``experiments/host_allocator.py``;
+``--old-tcmalloc`` for a commit that has it), this one under tcmalloc when installed. A child
+builds the row (``train_step.MODELS``, at
 ``train_step.bench_config``'s sizes) from its own tree's config file, ``experiments.config``,
 ``models.factory`` and ``experiments.train.optim``, and times the step its training loop runs
 (``guarded_train_step`` with the non-finite guard, or the old ``train_step``, which returned
@@ -90,6 +92,10 @@ def run_child(tree: str, job: dict, tcmalloc: bool) -> list[float]:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def malloc(tcmalloc: bool) -> str:
+  return "tcmalloc" if tcmalloc else "system malloc"
+
+
 @contextlib.contextmanager
 def worktree(commit: str):
   """A detached checkout of ``commit`` beside this one, removed afterwards."""
@@ -113,6 +119,9 @@ def main(argv: list[str] | None = None) -> str:
                       choices=[name for name, config, _ in MODELS if config == "gpt2_owt"])
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--steps", type=int, default=7, help="timed steps per process")
+  parser.add_argument("--old-tcmalloc", action="store_true",
+                      help="run the old side under tcmalloc too (a commit that has "
+                           "experiments/host_allocator.py)")
   parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; for tests)")
   parser.add_argument("--out", help="write OUT.md")
   args = parser.parse_args(argv)
@@ -130,8 +139,8 @@ def main(argv: list[str] | None = None) -> str:
   lines = [f"# GPT-2's train step against {args.commit}, alternating processes\n",
            f"Command: `python benchmarks/against_commit.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n",
            f"{os.cpu_count()} CPUs, load average at start {load[0]:.2f} / {load[1]:.2f} / "
-           f"{load[2]:.2f}; old: {args.commit}, system malloc; new: this tree, "
-           f"{'tcmalloc' if tcmalloc else 'system malloc'}; {args.steps} steps a process after 2 "
+           f"{load[2]:.2f}; old: {args.commit}, {malloc(tcmalloc and args.old_tcmalloc)}; new: this tree, "
+           f"{malloc(tcmalloc)}; {args.steps} steps a process after 2 "
            "warm-up steps, median (min-max).\n",
            "| round | row | old ms | new ms | new / old (medians) | new / old (minima) |",
            "|---|---|---:|---:|---:|---:|"]
@@ -139,7 +148,8 @@ def main(argv: list[str] | None = None) -> str:
   with worktree(args.commit) as old_tree:
     for r in range(1, args.rounds + 1):
       for name, job in jobs.items():
-        old, new = run_child(old_tree, job, False), run_child(HERE, job, tcmalloc)
+        old = run_child(old_tree, job, tcmalloc and args.old_tcmalloc)
+        new = run_child(HERE, job, tcmalloc)
         ratio = statistics.median(new) / statistics.median(old)
         line = (f"| {r} | {name} | {ms_range(old)} | {ms_range(new)} | {ratio:.3f} | "
                 f"{min(new) / min(old):.3f} |")

@@ -36,7 +36,8 @@ MIN_QUERY_BLOCK = 64
 # with a transposed operand outside its GEMM library (in GPT-2's step those were the only untraced,
 # Eigen-run dots), and the transpose moves N K numbers for the product's 2 N K M FLOPs. Measured,
 # 2 cores (benchmarks/results/weight_grad_forms_cpu.md): GPT-2's head per loss chunk, [512, 256]
-# x [512, 50304], 78 -> 67 ms, its step 0.98x; [2048, 256] x [2048, 1024] 8.4 -> 6.2 ms (the MLPs'
+# x [512, 50304], 78 -> 67 ms, its step 0.98x in one process (0.98-1.06x, noise, in alternating
+# processes); [2048, 256] x [2048, 1024] 8.4 -> 6.2 ms (the MLPs'
 # and ViT's steps even); at M <= K the forms trade places between runs, and batched products of
 # small cores tie or lose. Elsewhere: the dot as written.
 TRANSPOSE_TOKENS_FROM_RATIO = {"cpu": 4}
