@@ -4,24 +4,24 @@ d_in = prod a_k, d_out = prod b_k (balanced factorizations). The input is viewed
 tensor x[a_1, ..., a_c] and contracted one mode at a time (A_1 first, each a plain GEMM:
 ``tt.contract_modes``, Kronecker is TT at rank 1), so the FLOPs are
 2 sum_k prod(b_1..b_k) prod(a_k..a_c), e.g. 2 (b_1 d_in + a_2 d_out) for two factors, while
-params are only sum_k a_k b_k: FLOPs and parameters diverge. Projection: the Van
+params are only sum_k a_k b_k: FLOPs and parameters diverge. In a feed-forward the up projection
+contracts A_c first (``tt.ModeChain.then``), skipping the transposes into both layers. Projection: the Van
 Loan-Pitsianis rearrangement, whose best rank-1 approximation gives the factors.
 """
 
-import math
 import string
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from structured.base import Core, StructuredLinear, check_int, factorize, init_core
-from structured.tt import MAX_CORES, contract_modes
+from structured.base import Core, check_int, factorize, init_core
+from structured.tt import MAX_CORES, ModeChain
 
 MAX_FACTORS = MAX_CORES   # Kronecker is TT at rank 1
 
 
-class Kronecker(StructuredLinear):
+class Kronecker(ModeChain):
   kind = "kronecker"
 
   def __init__(self, d_in: int, d_out: int, *, factors: int = 2, use_bias: bool = False,
@@ -37,17 +37,17 @@ class Kronecker(StructuredLinear):
   def _factors(self) -> list[jax.Array]:
     return [getattr(self, f"f{k}")[...] for k in range(len(self.a))]
 
-  def _matmul(self, x):
-    return contract_modes(x, [f[None, :, :, None] for f in self._factors])
+  def _chain(self):
+    return [f[None, :, :, None] for f in self._factors]
+
+  def _chain_shapes(self):
+    return [(1, a, b, 1) for a, b in zip(self.a, self.b)]
 
   def to_dense(self):
     w, *rest = self._factors
     for factor in rest:
       w = jnp.kron(w, factor)
     return w
-
-  def flops_per_token(self):
-    return 2 * sum(math.prod(self.b[: k + 1]) * math.prod(self.a[k:]) for k in range(len(self.a)))
 
   def cores(self):
     return tuple(Core(f"f{k}", a, b) for k, (a, b) in enumerate(zip(self.a, self.b)))

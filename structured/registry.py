@@ -12,7 +12,8 @@ from structured.base import StructuredLinear, StructureError, core_std_rule
 
 
 def _discover() -> dict[str, type[StructuredLinear]]:
-  """Every StructuredLinear subclass defined in a module of this package, by its ``kind``.
+  """Every StructuredLinear subclass defined in a module of this package that names its own
+  ``kind`` (not a shared base such as ``tt.ModeChain``), by that kind.
 
   A new family is one new file: no list to keep in sync.
   """
@@ -22,7 +23,7 @@ def _discover() -> dict[str, type[StructuredLinear]]:
   while todo:
     cls = todo.pop()
     todo += cls.__subclasses__()
-    if cls.__module__.startswith("structured."):
+    if cls.__module__.startswith("structured.") and "kind" in vars(cls):
       found[cls.kind] = cls
   return dict(sorted(found.items()))
 
