@@ -169,8 +169,15 @@ class StructuredLinear(nnx.Module):
     return y_NxO.astype(x.dtype).reshape(*x.shape[:-1], self.d_out)
 
   def then(self, fn, other: "StructuredLinear", x: jax.Array) -> jax.Array:
-    """``other(fn(self(x)))``, ``fn`` elementwise; BTT skips the transposes between."""
+    """``other(fn(self(x)))``, ``fn`` elementwise; BTT, Kronecker and TT skip transposes between."""
     return other(fn(self(x)))
+
+  def _may_fuse(self, other: "StructuredLinear", x: jax.Array) -> bool:
+    """Whether a family's ``then`` may run this layer and ``other`` as one fused pair: ``x`` ends in
+    d_in, and neither layer is inside ``nnx.capture`` (a coordinate check records each layer's
+    own output, which a fused pair never forms)."""
+    return (x.shape[-1] == self.d_in and not hasattr(self, "__captures__")
+            and not hasattr(other, "__captures__"))
 
   def _matmul(self, x_NxI: jax.Array) -> jax.Array:
     """``x @ W`` for a [N, d_in] batch of tokens, accumulated in float32 (returned in x's dtype or

@@ -129,8 +129,7 @@ class BTT(StructuredLinear):
     projections), ``fn`` runs in that layout and the transposes out of this layer and into
     ``other`` (and their gradients') are skipped."""
     if not (isinstance(other, BTT) and self._tokens_middle() and other._tokens_middle()
-            and self.ns == other.ms[::-1] and x.shape[-1] == self.d_in
-            and not hasattr(self, "__captures__") and not hasattr(other, "__captures__")):
+            and self.ns == other.ms[::-1] and self._may_fuse(other, x)):
       return super().then(fn, other, x)
     x_NxI = x.reshape(-1, self.d_in)
     t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x.dtype)   # [n_<c-1, N, n_c-1]

@@ -87,13 +87,12 @@ class ModeChain(StructuredLinear):
     modes (a feed-forward's up and down projections), this layer contracts its ``mirror`` (the
     same FLOPs where it counts them alike: balanced factors), leaving [N, b_c..b_1], ``fn`` runs
     there and ``other`` reads it with a_1 minor: the transposes into both layers (and their
-    gradients') are skipped. Kronecker w=1024's CIFAR MLP step 0.82-0.85x, its forward 0.67-0.71x
+    gradients') are skipped. Kronecker w=1024's CIFAR MLP step 0.82-0.85x, its forward 0.67-0.72x
     (2 cores; results/kronecker_ab_cpu.md)."""
     shapes = self._chain_shapes()
     mirrored = [(s[3], s[1], s[2], s[0]) for s in shapes[::-1]]
     if not (isinstance(other, ModeChain) and tuple(self.b) == tuple(other.a)
-            and x.shape[-1] == self.d_in and chain_flops(mirrored) == chain_flops(shapes)
-            and not hasattr(self, "__captures__") and not hasattr(other, "__captures__")):
+            and chain_flops(mirrored) == chain_flops(shapes) and self._may_fuse(other, x)):
       return super().then(fn, other, x)
     x_NxI = x.reshape(-1, self.d_in)
     t = contract_modes(x_NxI, mirror(self._chain()), modes_reversed=True)   # [N, b_c..b_1]
