@@ -109,7 +109,7 @@ def worktree(commit: str):
 
 
 def main(argv: list[str] | None = None) -> str:
-  from benchmarks.timing import ms_range
+  from benchmarks.timing import cpu_label, ms_range
   from benchmarks.train_step import MODELS, bench_config
   from experiments import host_allocator
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> str:
   load = os.getloadavg()
   lines = [f"# GPT-2's train step against {args.commit}, alternating processes\n",
            f"Command: `python benchmarks/against_commit.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n",
-           f"{os.cpu_count()} CPUs, load average at start {load[0]:.2f} / {load[1]:.2f} / "
+           f"{cpu_label()}, load average at start {load[0]:.2f} / {load[1]:.2f} / "
            f"{load[2]:.2f}; old: {args.commit}, {malloc(tcmalloc and args.old_tcmalloc)}; new: this tree, "
            f"{malloc(tcmalloc)}; {args.steps} steps a process after 2 "
            "warm-up steps, median (min-max).\n",

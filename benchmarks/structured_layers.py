@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import structured
-from benchmarks.timing import forward_backward
+from benchmarks.timing import cpu_label, forward_backward
 from experiments import host_allocator
 from structured import StructureError
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{jax.__version__}. Time: median of {args.repeats} jitted forward+backward runs "
             f"(y and the gradients for a random output cotangent w.r.t. params and input) after "
             f"a warm-up, float32. Load average "
-            f"at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.\n")
+            f"at start: {os.getloadavg()[0]:.1f} on {cpu_label()}.\n")
   print(header, flush=True)
   rows, text = [], header
   for d in args.dims:

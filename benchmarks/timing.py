@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import re
 import statistics
 import sys
@@ -90,6 +91,22 @@ def forward_backward(fn: Callable, n_diff: int | None = None) -> Callable:
 def ms_range(times: list[float]) -> str:
   """Median (min-max) milliseconds."""
   return f"{1e3 * statistics.median(times):.1f} ({1e3 * min(times):.1f}-{1e3 * max(times):.1f})"
+
+
+def cpu_label() -> str:
+  """The host CPU's model, its widest vector/matrix ISA and its count, for a table's header: ratios
+  to dense differ across CPU models (an AVX-512 EPYC vs an AMX Xeon: dense's GEMMs gained more than
+  the structured families' small ones, results/train_step_cpu_xeon.md)."""
+  try:
+    info = dict(line.split(":", 1) for line in open("/proc/cpuinfo") if ":" in line)
+  except OSError:
+    info = {}
+  info = {key.strip(): value.strip() for key, value in info.items()}
+  flags = set(info.get("flags", "").split())
+  isa = next((name for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+              if flag in flags), None)
+  model = info.get("model name") or platform.processor() or platform.machine()
+  return f"{model}{f' ({isa})' if isa else ''}, {os.cpu_count()} CPUs"
 
 
 def malloc_label() -> str:

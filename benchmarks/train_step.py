@@ -34,7 +34,6 @@ import argparse
 import csv
 import itertools
 import os
-import platform
 import statistics
 import sys
 
@@ -45,7 +44,8 @@ from flax import nnx
 
 import structured
 from structured import backend
-from benchmarks.timing import Row, Timing, forward_backward, malloc_label, ms_range, time_rows
+from benchmarks.timing import (Row, Timing, cpu_label, forward_backward, malloc_label, ms_range,
+                               time_rows)
 from experiments import config, host_allocator
 from experiments.train import optim, step as steps
 from models import factory
@@ -232,7 +232,7 @@ def builders(parts: list[str], quick: bool, dims: tuple[int, ...] = (1024, 2048,
 def header(args, command: str) -> str:
   load = os.getloadavg()
   return (f"# Train-step and layer timings\n\nCommand: `{command}`\n\n"
-          f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Machine: {cpu_label()}, "
           f"{jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"float32, host malloc: {malloc_label()} "
           f"(experiments/host_allocator.py). Load average at start: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "

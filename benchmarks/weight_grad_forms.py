@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from benchmarks.timing import malloc_label, ms_range, time_rows
+from benchmarks.timing import cpu_label, malloc_label, ms_range, time_rows
 from experiments import host_allocator
 
 # (B, N, K, M): GPT-2 d 256's head per loss chunk and whole, its blocks' projections (2048
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> str:
   load = os.getloadavg()
   lines = ["# Weight-gradient forms t^T dy, contracting the tokens\n",
            f"Command: `python benchmarks/weight_grad_forms.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n",
-           f"{os.cpu_count()} CPUs, {jax.default_backend()}, jax {jax.__version__}, float32, host "
+           f"{cpu_label()}, {jax.default_backend()}, jax {jax.__version__}, float32, host "
            f"malloc: {malloc_label()}; load average at end {load[0]:.1f} / {load[1]:.1f} / "
            f"{load[2]:.1f}. Median (min-max) ms of {args.repeats} round-robin repeats.\n",
            "| B x N x K x M | " + " | ".join(forms(False)) + " | fastest | its GFLOP/s |",
