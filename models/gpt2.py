@@ -54,6 +54,13 @@ class GPT2(nnx.Module):
       return base.einsum("...d,vd->...v", h, self.wte.embedding[...]).astype(jnp.float32)
     return self.head(h).astype(jnp.float32)
 
+  def logit_blocks(self, h):
+    """The head's float32 logits of hidden states [..., d] as [A, N, vocab / A], in the layout
+    the head leaves them (``StructuredLinear.output_blocks``), for ``step.xent_blocks``."""
+    if self.head is None:
+      return self.logits(h).reshape(1, -1, self.wte.num_embeddings)
+    return self.head.output_blocks(h).astype(jnp.float32)
+
   def layer_tokens(self, layer) -> int:
     """Tokens per example a linear layer of this model sees: every position of the sequence."""
     return self.seq_len

@@ -172,12 +172,18 @@ class StructuredLinear(nnx.Module):
     """``other(fn(self(x)))``, ``fn`` elementwise; BTT, Kronecker and TT skip transposes between."""
     return other(fn(self(x)))
 
-  def _may_fuse(self, other: "StructuredLinear", x: jax.Array) -> bool:
-    """Whether a family's ``then`` may run this layer and ``other`` as one fused pair: ``x`` ends in
-    d_in, and neither layer is inside ``nnx.capture`` (a coordinate check records each layer's
-    own output, which a fused pair never forms)."""
-    return (x.shape[-1] == self.d_in and not hasattr(self, "__captures__")
-            and not hasattr(other, "__captures__"))
+  def output_blocks(self, x: jax.Array) -> jax.Array:
+    """``self(x)`` for tokens x [..., d_in] as y [A, N, d_out / A] in the layout the layer leaves
+    it, y(x)[n, a d_out / A + j] = y[a, n, j], so a consumer that reduces over every output (a
+    cross-entropy over a vocabulary: ``step.xent_blocks``) skips the transpose into [N, d_out].
+    A = 1 here; BTT with tokens in the middle gives its n_<c-1."""
+    return self(x).reshape(1, -1, self.d_out)
+
+  def _may_fuse(self, x: jax.Array, *others: "StructuredLinear") -> bool:
+    """Whether a family may run this layer (and ``others`` after it) its own way instead of through
+    ``__call__``: ``x`` ends in d_in, and no layer is inside ``nnx.capture`` (a coordinate check
+    records each layer's own output, which a fused path never forms)."""
+    return x.shape[-1] == self.d_in and not any(hasattr(l, "__captures__") for l in (self, *others))
 
   def _matmul(self, x_NxI: jax.Array) -> jax.Array:
     """``x @ W`` for a [N, d_in] batch of tokens, accumulated in float32 (returned in x's dtype or

@@ -129,7 +129,7 @@ class BTT(StructuredLinear):
     projections), ``fn`` runs in that layout and the transposes out of this layer and into
     ``other`` (and their gradients') are skipped."""
     if not (isinstance(other, BTT) and self._tokens_middle() and other._tokens_middle()
-            and self.ns == other.ms[::-1] and self._may_fuse(other, x)):
+            and self.ns == other.ms[::-1] and self._may_fuse(x, other)):
       return super().then(fn, other, x)
     x_NxI = x.reshape(-1, self.d_in)
     t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x.dtype)   # [n_<c-1, N, n_c-1]
@@ -137,6 +137,18 @@ class BTT(StructuredLinear):
       t = t + self.bias[...].astype(jnp.float32).reshape(t.shape[0], 1, t.shape[2])
     t = other._contract(fn(t.astype(x.dtype)), x_NxI.shape[0], False, x.dtype)
     return other._output(other._leave(t), x)
+
+  def output_blocks(self, x):
+    """With tokens in the middle: the last core's output [n_<c-1, N, n_c-1] as it leaves, without
+    ``_leave``'s transpose (GPT-2's BTT head: its [N, 50304] logits moved twice a step, forward and
+    backward)."""
+    if not (self._tokens_middle() and self._may_fuse(x)):
+      return super().output_blocks(x)
+    x_NxI = x.reshape(-1, self.d_in)
+    t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x.dtype)   # [n_<c-1, N, n_c-1]
+    if self.bias is not None:
+      t = t + self.bias[...].astype(jnp.float32).reshape(t.shape[0], 1, t.shape[2])
+    return t.astype(x.dtype)
 
   def _tokens_middle(self) -> bool:
     """Whether the XLA path keeps tokens between the batch and feature axes."""

@@ -92,7 +92,7 @@ class ModeChain(StructuredLinear):
     shapes = self._chain_shapes()
     mirrored = [(s[3], s[1], s[2], s[0]) for s in shapes[::-1]]
     if not (isinstance(other, ModeChain) and tuple(self.b) == tuple(other.a)
-            and chain_flops(mirrored) == chain_flops(shapes) and self._may_fuse(other, x)):
+            and chain_flops(mirrored) == chain_flops(shapes) and self._may_fuse(x, other)):
       return super().then(fn, other, x)
     x_NxI = x.reshape(-1, self.d_in)
     t = contract_modes(x_NxI, mirror(self._chain()), modes_reversed=True)   # [N, b_c..b_1]

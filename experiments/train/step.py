@@ -23,6 +23,16 @@ def xent(logits, labels):
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
+def xent_blocks(logits_AxNxB, labels_N):
+  """Mean cross-entropy of logits held as [A, N, B] (class a B + b of token n at [a, n, b]: a
+  layer's ``output_blocks``) against integer labels [N]; ``xent`` of the [N, A B] logits without
+  forming them: the log-sum-exp reduces over both class axes in place."""
+  logits_AxNxB = logits_AxNxB.astype(jnp.float32)
+  b = logits_AxNxB.shape[2]
+  picked_N = logits_AxNxB[labels_N // b, jnp.arange(labels_N.shape[0]), labels_N % b]
+  return jnp.mean(jax.nn.logsumexp(logits_AxNxB, axis=(0, 2)) - picked_N)
+
+
 LOSSES = {"mse": mse, "xent": xent, "lm": xent}
 
 
@@ -35,11 +45,13 @@ def loss_fn(model, batch, loss_name: str):
 def lm_xent(model, tokens_BxL, targets_BxL):
   """Mean next-token cross-entropy of a language model (``features`` and ``logits``: GPT-2),
   its head and loss run over chunks of positions where the backend is faster so
-  (``backend.loss_chunk``); the same value as ``xent(model(tokens), targets)``."""
+  (``backend.loss_chunk``), each on the logits in the layout the head leaves them
+  (``logit_blocks``, ``xent_blocks``); the same value as ``xent(model(tokens), targets)``."""
   h_BxLxD = model.features(tokens_BxL)
   n_pos = targets_BxL.shape[1]
   size = backend.loss_chunk(n_pos)
-  return sum(xent(model.logits(h_BxLxD[:, i:i + size]), targets_BxL[:, i:i + size])
+  return sum(xent_blocks(model.logit_blocks(h_BxLxD[:, i:i + size]),
+                         targets_BxL[:, i:i + size].reshape(-1))
              * min(size, n_pos - i) for i in range(0, n_pos, size)) / n_pos
 
 

@@ -247,13 +247,19 @@ def test_depth_mup_branch_scale_keeps_the_residual_stream_order_one():
   assert rms[16, 0] / rms[2, 0] > 1.3   # grows ~ sqrt(depth) without the branch multiplier
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_lm_loss_in_position_chunks_equals_whole_logits(tie, monkeypatch):
-  """The LM loss run over chunks of positions (backend.loss_chunk: 3 + 3 + 2 of 8) gives
-  xent(model(x), y) and its gradients, float32 1e-5, tied head or not."""
-  model = build(_tiny("gpt2", tie_embeddings=tie), TINY_SPECS["gpt2"])
+@pytest.mark.parametrize("head", ["tied", "dense", "btt"])
+def test_lm_loss_in_position_chunks_equals_whole_logits(head, monkeypatch):
+  """The LM loss run over chunks of positions (backend.loss_chunk: 3 + 3 + 2 of 8), each on the
+  head's logits in the layout it leaves them (a BTT head's [n_0, N, n_1], with its bias), gives
+  xent(model(x), y) and its gradients, float32 1e-5."""
+  overrides = {"head": {"kind": "btt", "rank": 1}} if head == "btt" else {}
+  model = build(_tiny("gpt2", tie_embeddings=head == "tied", overrides=overrides,
+                      use_bias=head == "btt"), TINY_SPECS["gpt2"])
   x = TINY_INPUTS["gpt2"]
   y = (x * 7 + 3) % 64
+  if head == "btt":   # the path under test: logits in BTT's own blocks, not [N, vocab]
+    assert model.head.output_blocks(jnp.ones((5, 32))).shape == (8, 5, 8)
+    model.head.bias[...] = jax.random.normal(jax.random.key(3), (64,))
   whole = lambda m: step.xent(m(x), y)
   monkeypatch.setattr(backend, "LOSS_CHUNKS", {jax.default_backend(): 3})
   assert backend.loss_chunk(8) == 3
