@@ -173,16 +173,13 @@ class StructuredLinear(nnx.Module):
     return other(fn(self(x)))
 
   def output_blocks(self, x: jax.Array) -> jax.Array:
-    """``self(x)`` for tokens x [..., d_in] as y [A, N, d_out / A] in the layout the layer leaves
-    it, y(x)[n, a d_out / A + j] = y[a, n, j], so a consumer that reduces over every output (a
-    cross-entropy over a vocabulary: ``step.xent_blocks``) skips the transpose into [N, d_out].
-    A = 1 here; BTT with tokens in the middle gives its n_<c-1."""
+    """``self(x)`` as y [A, N, d_out / A] in the layout the layer leaves it, y(x)[n, a d_out / A
+    + j] = y[a, n, j], for one reducing over all outputs (``step.xent_blocks``); A = 1 here."""
     return self(x).reshape(1, -1, self.d_out)
 
   def _may_fuse(self, x: jax.Array, *others: "StructuredLinear") -> bool:
-    """Whether a family may run this layer (and ``others`` after it) its own way instead of through
-    ``__call__``: ``x`` ends in d_in, and no layer is inside ``nnx.capture`` (a coordinate check
-    records each layer's own output, which a fused path never forms)."""
+    """Whether a family may run this layer (and ``others`` after it) its own way, not ``__call__``:
+    x ends in d_in, no layer in ``nnx.capture`` (which records each layer's own output)."""
     return x.shape[-1] == self.d_in and not any(hasattr(l, "__captures__") for l in (self, *others))
 
   def _matmul(self, x_NxI: jax.Array) -> jax.Array:

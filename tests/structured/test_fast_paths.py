@@ -171,3 +171,28 @@ def test_then_equals_down_of_fn_of_up(kind, hparams, width, hidden, meets, dtype
   transposes = [_activation_transposes(lambda x: loss((up, down), x, fused)[0], x)
                 for fused in (True, False)]
   assert (transposes[0] < transposes[1]) == meets   # the layouts met: two transposes fewer
+
+
+@pytest.mark.parametrize("d_in,d_out,rank,middle", [(64, 16, 1, True), (64, 256, 1, True),
+                                                    (64, 144, 2, True), (64, 64, 4, False)])
+def test_btt_output_blocks_is_its_output_reordered(d_in, d_out, rank, middle):
+  """BTT's ``output_blocks`` [A, N, B] (its last core's [n_0, N, n_1] with tokens in the middle;
+  with tokens last its call's y as one block) is its call's y [N, d_out] with y[n, a B + b] =
+  blocks[a, n, b], bias included; so are the gradients, float32 1e-5 (relative to each tensor's
+  largest entry)."""
+  layer = structured.make("btt", d_in, d_out, rank=rank, use_bias=True, rngs=nnx.Rngs(0))
+  layer.bias[...] = jax.random.normal(jax.random.key(1), (d_out,))
+  x = jax.random.normal(jax.random.key(2), (3, 5, d_in))
+  r = jax.random.normal(jax.random.key(3), (15, d_out))
+  blocks = layer.output_blocks(x)
+  assert (blocks.shape[0] > 1) == middle and blocks.shape[1] == 15
+  as_call = lambda blocks: jnp.swapaxes(blocks, 0, 1).reshape(15, d_out)
+  losses = (lambda m, x: jnp.sum(m(x).reshape(15, d_out) * r),
+            lambda m, x: jnp.sum(as_call(m.output_blocks(x)) * r))
+  (value_c, grads_c), (value_b, grads_b) = (
+      nnx.value_and_grad(loss, argnums=(0, 1))(layer, x) for loss in losses)
+  np.testing.assert_allclose(value_b, value_c, rtol=1e-5)
+  # the layouts sum weight gradients in other orders: the absolute part scaled to the tensor
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-5 * float(np.abs(b).max())),
+               nnx.state(grads_b), nnx.state(grads_c))
