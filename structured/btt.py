@@ -131,17 +131,14 @@ class BTT(StructuredLinear):
     if not (isinstance(other, BTT) and self._tokens_middle() and other._tokens_middle()
             and self.ns == other.ms[::-1] and self._may_fuse(x, other)):
       return super().then(fn, other, x)
-    x_NxI = x.reshape(-1, self.d_in)
-    t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x.dtype)   # [n_<c-1, N, n_c-1]
-    if self.bias is not None:
-      t = t + self.bias[...].astype(jnp.float32).reshape(t.shape[0], 1, t.shape[2])
-    t = other._contract(fn(t.astype(x.dtype)), x_NxI.shape[0], False, x.dtype)
+    t = self.output_blocks(x)   # [n_<c-1, N, n_c-1], the bias added
+    t = other._contract(fn(t), t.shape[1], False, x.dtype)
     return other._output(other._leave(t), x)
 
   def output_blocks(self, x):
     """With tokens in the middle: the last core's output [n_<c-1, N, n_c-1] as it leaves, without
     ``_leave``'s transpose (GPT-2's BTT head: its [N, 50304] logits moved twice a step, forward and
-    backward)."""
+    backward; ``then`` runs its ``fn`` there)."""
     if not (self._tokens_middle() and self._may_fuse(x)):
       return super().output_blocks(x)
     x_NxI = x.reshape(-1, self.d_in)
