@@ -9,8 +9,9 @@ across the other modes, so params = sum_k r_{k-1} a_k b_k r_k is far below FLOPs
 Forward (``contract_modes``): x[a_1..a_c] is contracted with G_1, G_2, ..., G_c in turn; step
 k maps t[b_<k, r_{k-1}, a_k, a_>k] -> t[b_<=k, r_k, a_>k], so
   FLOPs = 2 sum_k r_{k-1} r_k b_1..b_k a_k..a_c.
-A feed-forward's up projection contracts G_c first instead (``ModeChain.then``, where that costs the
-same FLOPs) so that its output and the down projection's input skip a transpose each.
+A layer whose G_c-first order (``mirror``) costs fewer FLOPs runs that instead, and a feed-forward's
+up projection contracts G_c first where it costs no more (``ModeChain.then``) so that its output and
+the down projection's input skip a transpose each.
 muP fans (Compute Better Spent): G_k maps r_{k-1} a_k -> b_k r_k.
 Projection: TT-SVD (Oseledets 2011), exact on members and quasi-optimal otherwise.
 """
@@ -68,7 +69,11 @@ def chain_flops(core_shapes: list[tuple[int, int, int, int]]) -> int:
 
 class ModeChain(StructuredLinear):
   """A layer that contracts its input's modes one at a time (``contract_modes``): TT, Kronecker.
-  Subclasses set ``a``, ``b`` and give their cores as [r_{k-1}, a_k, b_k, r_k] (``_chain``)."""
+  Subclasses set ``a``, ``b`` and give their cores as [r_{k-1}, a_k, b_k, r_k] (``_chain``).
+  It runs (and counts) whichever order costs fewer FLOPs: G_1 first, or its ``mirror`` (G_c
+  first, the output's modes then put back in order: one transpose, as G_1 first transposes the
+  input). They differ where the factors do: TT c = 3, rank 2, 4 x 16 x 16 -> 16 x 16 x 16 (the
+  CIFAR MLP's w = 1024 up projection) 851,968 vs 262,144 FLOPs a token."""
 
   def _chain(self) -> list[jax.Array]:
     raise NotImplementedError
@@ -76,23 +81,34 @@ class ModeChain(StructuredLinear):
   def _chain_shapes(self) -> list[tuple[int, int, int, int]]:
     raise NotImplementedError
 
+  def _mirrored_flops(self) -> int:
+    return chain_flops([(s[3], s[1], s[2], s[0]) for s in self._chain_shapes()[::-1]])
+
+  def _runs_mirrored(self) -> bool:
+    """Whether G_c first costs fewer FLOPs than G_1 first (ties keep G_1 first)."""
+    return self._mirrored_flops() < chain_flops(self._chain_shapes())
+
   def _matmul(self, x):
-    return contract_modes(x, self._chain())
+    if not self._runs_mirrored():
+      return contract_modes(x, self._chain())
+    t = contract_modes(x, mirror(self._chain()), modes_reversed=True)   # [N, b_c..b_1]
+    t = t.reshape(x.shape[0], *self.b[::-1])
+    return jnp.transpose(t, (0, *range(len(self.b), 0, -1))).reshape(x.shape[0], self.d_out)
 
   def flops_per_token(self):
-    return chain_flops(self._chain_shapes())
+    return min(chain_flops(self._chain_shapes()), self._mirrored_flops())
 
   def then(self, fn, other, x):
     """``other(fn(self(x)))``. When ``other`` is a chain whose input modes are this layer's output
-    modes (a feed-forward's up and down projections), this layer contracts its ``mirror`` (the
-    same FLOPs where it counts them alike: balanced factors), leaving [N, b_c..b_1], ``fn`` runs
-    there and ``other`` reads it with a_1 minor: the transposes into both layers (and their
-    gradients') are skipped. Kronecker w=1024's CIFAR MLP step 0.82-0.85x, its forward 0.67-0.72x
-    (2 cores; results/kronecker_ab_cpu.md)."""
-    shapes = self._chain_shapes()
-    mirrored = [(s[3], s[1], s[2], s[0]) for s in shapes[::-1]]
+    modes (a feed-forward's up and down projections), this layer contracts its ``mirror`` (where
+    that is its cheaper order or a tie: balanced factors) and ``other`` G_1 first (where that is
+    its own), leaving [N, b_c..b_1] between them, ``fn`` runs there and ``other`` reads it with
+    a_1 minor: the transposes into both layers (and their gradients') are skipped. Kronecker
+    w=1024's CIFAR MLP step 0.82-0.85x, its forward 0.67-0.72x (2 cores;
+    results/kronecker_ab_cpu.md)."""
     if not (isinstance(other, ModeChain) and tuple(self.b) == tuple(other.a)
-            and chain_flops(mirrored) == chain_flops(shapes) and self._may_fuse(x, other)):
+            and self._mirrored_flops() <= chain_flops(self._chain_shapes())
+            and not other._runs_mirrored() and self._may_fuse(x, other)):
       return super().then(fn, other, x)
     x_NxI = x.reshape(-1, self.d_in)
     t = contract_modes(x_NxI, mirror(self._chain()), modes_reversed=True)   # [N, b_c..b_1]

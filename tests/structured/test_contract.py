@@ -141,12 +141,20 @@ def test_monarch_is_block_diagonal_permutation_block_diagonal():
   np.testing.assert_allclose(right @ perm @ left, layer.to_dense(), atol=1e-6)
 
 
-def test_kronecker_flops_follow_the_contraction_order():
-  """A_1 is contracted first: 2 (b_1 d_in + a_2 d_out), with unequal factors (32 = 4 x 8)."""
-  layer = nnx.eval_shape(lambda: structured.make("kronecker", 32, 144, rngs=nnx.Rngs(0)))
+@pytest.mark.parametrize("d_in,d_out,a_2_first", [(32, 144, True), (144, 32, False)])
+def test_kronecker_flops_follow_the_cheaper_contraction_order(d_in, d_out, a_2_first):
+  """A_1 first costs 2 (b_1 d_in + a_2 d_out), A_2 first 2 (b_2 d_in + a_1 d_out); the layer runs
+  and counts the cheaper (unequal factors: 32 = 4 x 8), and XLA executes what it counts."""
+  layer = structured.make("kronecker", d_in, d_out, rngs=nnx.Rngs(0))
   (a1, a2), (b1, b2) = layer.a, layer.b
-  assert (a1, a2, b1, b2) == (4, 8, 12, 12)
-  assert layer.flops_per_token() == 2 * (b1 * 32 + a2 * 144)
+  assert sorted((a1, a2, b1, b2)) == [4, 8, 12, 12]
+  first, mirrored = 2 * (b1 * d_in + a2 * d_out), 2 * (b2 * d_in + a1 * d_out)
+  assert (mirrored < first) == a_2_first
+  assert layer.flops_per_token() == min(first, mirrored)
+  cost = jax.jit(lambda v: layer(v)).lower(jnp.ones((128, d_in))).compile().cost_analysis()
+  assert (cost[0] if isinstance(cost, list) else cost)["flops"] == 128 * layer.flops_per_token()
+  x = jax.random.normal(jax.random.key(1), (128, d_in))
+  np.testing.assert_allclose(layer(x), x @ layer.to_dense(), rtol=1e-5, atol=1e-5)
 
 
 def test_svd_split_is_the_balanced_eckart_young_pair():

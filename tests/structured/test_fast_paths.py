@@ -22,7 +22,7 @@ import structured
 CASES = [(kind, {}) for kind in sorted(structured.FAMILIES)] + [
     ("btt", {"rank": 2, "cores": 3}), ("btt", {"rank": 3}), ("tt", {"cores": 4, "rank": 3}),
     ("kronecker", {"factors": 3}), ("low_rank", {"rank": 5})]
-SHAPES = [(64, 64), (64, 144)]
+SHAPES = [(64, 64), (64, 144), (144, 64)]   # (144, 64): TT and 3-factor Kronecker run G_c first
 
 
 def _loss_via(layer, apply):
@@ -121,12 +121,13 @@ def test_bfloat16_forward_and_backward_dots_stay_bfloat16_off_cpu(kind, hparams,
 # (up, down) pairs: BTT, Monarch, Kronecker and TT feed-forwards whose layouts meet (the
 # transposes between them skipped), and pairs that fall back to down(fn(up(x))): BTT 128 = 8 x 16
 # leaves up's output as [8, N, 16] where down reads [16, N, 8], rank 4 puts tokens last; a chain
-# whose mirrored contraction would cost other FLOPs than it counts (64 = 8 x 8 -> 128 = 8 x 16:
-# 3072 -> 4096 per token; TT 4 x 4 x 4 -> 4 x 8 x 8)
+# whose mirrored contraction costs more than its own order (64 = 8 x 8 -> 128 = 8 x 16: 3072 ->
+# 4096 per token; TT 4 x 4 x 4 -> 4 x 8 x 8), or whose down projection runs mirrored itself
 PAIRS = [("btt", {"rank": 1}, 64, 256, True), ("btt", {"rank": 2}, 64, 256, True),
          ("btt", {"cores": 3}, 64, 512, True), ("monarch", {"blocks": 4}, 64, 256, True),
          ("kronecker", {}, 64, 256, True), ("kronecker", {"factors": 3}, 64, 512, True),
          ("tt", {"cores": 2, "rank": 2}, 64, 256, True), ("tt", {"cores": 3, "rank": 2}, 64, 512, True),
+         ("tt", {"cores": 3, "rank": 2}, 32, 64, True),   # up's G_c first strictly cheaper
          ("btt", {"rank": 1}, 64, 128, False), ("btt", {"rank": 4}, 64, 256, False),
          ("kronecker", {}, 64, 128, False), ("tt", {"cores": 3, "rank": 2}, 64, 256, False)]
 

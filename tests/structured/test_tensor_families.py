@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 import structured
-from structured import StructureError
+from structured import StructureError, tt
 
 # Each distinct core shape costs one XLA compile of the random init (seconds on a busy CPU),
 # so the tests reuse few shapes: the first three configs at every shape, the last at 64 -> 144.
@@ -75,6 +75,26 @@ def test_flops_agree_with_xla(kind, hparams):
   cost = jax.jit(lambda v: layer(v)).lower(x).compile().cost_analysis()
   xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
   assert xla == pytest.approx(128 * layer.flops_per_token(), rel=0.05)
+
+
+@pytest.mark.parametrize("d_in,d_out,mirrored", [(1024, 4096, True), (4096, 1024, False),
+                                                 (144, 64, True), (64, 144, False)])
+def test_tt_runs_and_counts_its_cheaper_order(d_in, d_out, mirrored):
+  """G_c first where it costs fewer FLOPs (the CIFAR MLP's w = 1024 up projection: 4 x 16 x 16 ->
+  16 x 16 x 16, 851,968 -> 262,144 a token), G_1 first otherwise; XLA executes what is counted
+  and the map is still x @ to_dense()."""
+  layer = make("tt", {"cores": 3, "rank": 2}, d_in, d_out)
+  first = tt.chain_flops(layer._chain_shapes())
+  assert layer._runs_mirrored() == mirrored
+  assert layer.flops_per_token() == (layer._mirrored_flops() if mirrored else first)
+  if (d_in, d_out) == (1024, 4096):
+    assert (first, layer.flops_per_token()) == (851_968, 262_144)
+  x = jax.random.normal(jax.random.key(1), (16, d_in))
+  cost = jax.jit(lambda v: layer(v)).lower(x).compile().cost_analysis()
+  assert (cost[0] if isinstance(cost, list) else cost)["flops"] == pytest.approx(
+      16 * layer.flops_per_token(), rel=0.01)
+  w = layer.to_dense()
+  np.testing.assert_allclose(layer(x), x @ w, rtol=1e-4, atol=1e-4 * float(jnp.abs(x @ w).max()))
 
 
 @pytest.mark.parametrize("kind,hparams", CONFIGS, ids=IDS)
