@@ -1,11 +1,12 @@
 """Kronecker product of c factors: W = A_1 (x) A_2 (x) ... (x) A_c, A_k: [a_k, b_k].
 
 d_in = prod a_k, d_out = prod b_k (balanced factorizations). The input is viewed as a
-tensor x[a_1, ..., a_c] and contracted one mode at a time (A_1 first, each a plain GEMM:
-``tt.contract_modes``, Kronecker is TT at rank 1), so the FLOPs are
-2 sum_k prod(b_1..b_k) prod(a_k..a_c), e.g. 2 (b_1 d_in + a_2 d_out) for two factors, while
-params are only sum_k a_k b_k: FLOPs and parameters diverge. In a feed-forward the up projection
-contracts A_c first (``tt.ModeChain.then``), skipping the transposes into both layers. Projection: the Van
+tensor x[a_1, ..., a_c] and contracted one mode at a time (each a plain GEMM:
+``tt.contract_modes``, Kronecker is TT at rank 1), A_1 first for
+2 sum_k prod(b_1..b_k) prod(a_k..a_c) FLOPs, e.g. 2 (b_1 d_in + a_2 d_out) for two factors, or
+A_c first where that costs fewer (2 (b_2 d_in + a_1 d_out): ``tt.ModeChain``), while params are
+only sum_k a_k b_k: FLOPs and parameters diverge. In a feed-forward the up projection contracts
+A_c first (``tt.ModeChain.then``), skipping the transposes into both layers. Projection: the Van
 Loan-Pitsianis rearrangement, whose best rank-1 approximation gives the factors.
 """
 
