@@ -131,21 +131,31 @@ class BTT(StructuredLinear):
     if not (isinstance(other, BTT) and self._tokens_middle() and other._tokens_middle()
             and self.ns == other.ms[::-1] and self._may_fuse(x, other)):
       return super().then(fn, other, x)
-    t = self.output_blocks(x)   # [n_<c-1, N, n_c-1], the bias added
+    t = self._middle_blocks(x.reshape(-1, self.d_in))
     t = other._contract(fn(t), t.shape[1], False, x.dtype)
     return other._output(other._leave(t), x)
 
   def output_blocks(self, x):
-    """With tokens in the middle: the last core's output [n_<c-1, N, n_c-1] as it leaves, without
-    ``_leave``'s transpose (GPT-2's BTT head: its [N, 50304] logits moved twice a step, forward and
-    backward; ``then`` runs its ``fn`` there)."""
-    if not (self._tokens_middle() and self._may_fuse(x)):
+    """The last core's output as it leaves, without a transpose back to [N, d_out] (GPT-2's BTT
+    head: its [N, 50304] logits moved twice a step, forward and backward): tokens last, [d_out, N,
+    1], where the intermediates hold at least as many values per token as x (only x's transpose
+    is left; GPT-2's rank-4 head), else tokens in the middle, [n_<c-1, N, n_c-1]."""
+    if not (self.impl == "xla" and self._may_fuse(x)):
       return super().output_blocks(x)
     x_NxI = x.reshape(-1, self.d_in)
-    t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x.dtype)   # [n_<c-1, N, n_c-1]
+    if self._between_values() < self.d_in:
+      return self._middle_blocks(x_NxI)
+    t = self._contract(x_NxI.T, x_NxI.shape[0], True, x.dtype).reshape(self.d_out, -1, 1)
+    if self.bias is not None:
+      t = t + self.bias[...].astype(jnp.float32).reshape(-1, 1, 1)
+    return t.astype(x.dtype)
+
+  def _middle_blocks(self, x_NxI):
+    """Tokens in the middle: the last core's output [n_<c-1, N, n_c-1], the bias added."""
+    t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x_NxI.dtype)
     if self.bias is not None:
       t = t + self.bias[...].astype(jnp.float32).reshape(t.shape[0], 1, t.shape[2])
-    return t.astype(x.dtype)
+    return t.astype(x_NxI.dtype)
 
   def _tokens_middle(self) -> bool:
     """Whether the XLA path keeps tokens between the batch and feature axes."""
@@ -160,10 +170,13 @@ class BTT(StructuredLinear):
     c >= 3 cores (rank 1, c = 2: one intermediate of d_in n_0 / m_0 values per token).
     Measured (benchmarks/results/train_step_cpu.md), not a CPU rule: both layouts are one batched
     GEMM per core, and the bytes a transpose moves cost on every backend."""
-    r, c = self._ranks(), self.n_cores
-    between = sum(r[k + 1] * math.prod(self.ns[:k + 1]) * math.prod(self.ms[k + 1:])
-                  for k in range(c - 1))
-    return between >= self.d_in + self.d_out
+    return self._between_values() >= self.d_in + self.d_out
+
+  def _between_values(self) -> int:
+    """Values per token the activations hold between the cores."""
+    r = self._ranks()
+    return sum(r[k + 1] * math.prod(self.ns[:k + 1]) * math.prod(self.ms[k + 1:])
+               for k in range(self.n_cores - 1))
 
   def to_dense(self):
     c = self.n_cores

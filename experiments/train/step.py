@@ -26,11 +26,18 @@ def xent(logits, labels):
 def xent_blocks(logits_AxNxB, labels_N):
   """Mean cross-entropy of logits held as [A, N, B] (class a B + b of token n at [a, n, b]: a
   layer's ``output_blocks``) against integer labels [N]; ``xent`` of the [N, A B] logits without
-  forming them: the log-sum-exp reduces over both class axes in place."""
+  forming them: the log-sum-exp reduces over both class axes in place, a size-1 one dropped first
+  (XLA:CPU's forward reduced [50304, 512, 1] over axes (0, 2) 25x slower than [50304, 512] over
+  0: 369 vs 14 ms)."""
   logits_AxNxB = logits_AxNxB.astype(jnp.float32)
-  b = logits_AxNxB.shape[2]
-  picked_N = logits_AxNxB[labels_N // b, jnp.arange(labels_N.shape[0]), labels_N % b]
-  return jnp.mean(jax.nn.logsumexp(logits_AxNxB, axis=(0, 2)) - picked_N)
+  a, n, b = logits_AxNxB.shape
+  picked_N = logits_AxNxB[labels_N // b, jnp.arange(n), labels_N % b]
+  if a == 1 or b == 1:
+    lse_N = jax.nn.logsumexp(logits_AxNxB.reshape(a * b, n) if b == 1 else
+                             logits_AxNxB.reshape(n, a * b), axis=0 if b == 1 else 1)
+  else:
+    lse_N = jax.nn.logsumexp(logits_AxNxB, axis=(0, 2))
+  return jnp.mean(lse_N - picked_N)
 
 
 LOSSES = {"mse": mse, "xent": xent, "lm": xent}

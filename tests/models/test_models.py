@@ -250,15 +250,15 @@ def test_depth_mup_branch_scale_keeps_the_residual_stream_order_one():
 @pytest.mark.parametrize("head", ["tied", "dense", "btt"])
 def test_lm_loss_in_position_chunks_equals_whole_logits(head, monkeypatch):
   """The LM loss run over chunks of positions (backend.loss_chunk: 3 + 3 + 2 of 8), each on the
-  head's logits in the layout it leaves them (a BTT head's [n_0, N, n_1], with its bias), gives
-  xent(model(x), y) and its gradients, float32 1e-5."""
+  head's logits in the layout it leaves them (a BTT head's [vocab, N, 1], tokens last, with its
+  bias), gives xent(model(x), y) and its gradients, float32 1e-5."""
   overrides = {"head": {"kind": "btt", "rank": 1}} if head == "btt" else {}
   model = build(_tiny("gpt2", tie_embeddings=head == "tied", overrides=overrides,
                       use_bias=head == "btt"), TINY_SPECS["gpt2"])
   x = TINY_INPUTS["gpt2"]
   y = (x * 7 + 3) % 64
   if head == "btt":   # the path under test: logits in BTT's own blocks, not [N, vocab]
-    assert model.head.output_blocks(jnp.ones((5, 32))).shape[0] > 1
+    assert model.head.output_blocks(jnp.ones((5, 32))).shape == (64, 5, 1)
     model.head.bias[...] = jax.random.normal(jax.random.key(3), (64,))
   whole = lambda m: step.xent(m(x), y)
   monkeypatch.setattr(backend, "LOSS_CHUNKS", {jax.default_backend(): 3})
@@ -268,6 +268,21 @@ def test_lm_loss_in_position_chunks_equals_whole_logits(head, monkeypatch):
   np.testing.assert_allclose(value_c, value_w, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                nnx.state(grads_c), nnx.state(grads_w))
+
+
+@pytest.mark.parametrize("a,b", [(6, 10), (60, 1), (1, 60)])
+def test_xent_blocks_equals_xent_of_the_logits_they_hold(a, b):
+  """``step.xent_blocks`` of [A, N, B] blocks (class a B + b at [a, n, b]): the three layouts
+  heads leave (BTT tokens in the middle, tokens last, any layer's [1, N, d_out]) give xent of
+  the [N, A B] logits and its gradient, float32 1e-5."""
+  blocks = jax.random.normal(jax.random.key(0), (a, 7, b))
+  labels = jax.random.randint(jax.random.key(1), (7,), 0, a * b)
+  as_logits = lambda blocks: jnp.swapaxes(blocks, 0, 1).reshape(7, a * b)
+  (v_blocks, g_blocks), (v_whole, g_whole) = (
+      jax.value_and_grad(f)(blocks) for f in (lambda t: step.xent_blocks(t, labels),
+                                               lambda t: step.xent(as_logits(t), labels)))
+  np.testing.assert_allclose(v_blocks, v_whole, rtol=1e-5)
+  np.testing.assert_allclose(g_blocks, g_whole, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("scan", [False, True])

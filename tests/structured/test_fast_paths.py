@@ -174,19 +174,22 @@ def test_then_equals_down_of_fn_of_up(kind, hparams, width, hidden, meets, dtype
   assert (transposes[0] < transposes[1]) == meets   # the layouts met: two transposes fewer
 
 
-@pytest.mark.parametrize("d_in,d_out,rank,middle", [(64, 16, 1, True), (64, 256, 1, True),
-                                                    (64, 144, 2, True), (64, 64, 4, False)])
-def test_btt_output_blocks_is_its_output_reordered(d_in, d_out, rank, middle):
-  """BTT's ``output_blocks`` [A, N, B] (its last core's [n_0, N, n_1] with tokens in the middle;
-  with tokens last its call's y as one block) is its call's y [N, d_out] with y[n, a B + b] =
-  blocks[a, n, b], bias included; so are the gradients, float32 1e-5 (relative to each tensor's
-  largest entry)."""
-  layer = structured.make("btt", d_in, d_out, rank=rank, use_bias=True, rngs=nnx.Rngs(0))
+@pytest.mark.parametrize("d_in,d_out,hparams,middle", [
+    (64, 16, {"rank": 1}, True), (256, 144, {"rank": 1}, True), (512, 64, {"cores": 3}, True),
+    (64, 256, {"rank": 1}, False), (64, 144, {"rank": 2}, False), (64, 64, {"rank": 4}, False),
+    (64, 512, {"cores": 3}, False)])
+def test_btt_output_blocks_is_its_output_reordered(d_in, d_out, hparams, middle):
+  """BTT's ``output_blocks`` [A, N, B] (its last core's [n_<c-1, N, n_c-1] with tokens in the
+  middle; [d_out, N, 1] with tokens last, where the intermediates hold at least d_in values a
+  token) is its call's y [N, d_out] with y[n, a B + b] = blocks[a, n, b], bias included; so are
+  the gradients, float32 1e-5 (relative to each tensor's largest entry)."""
+  layer = structured.make("btt", d_in, d_out, use_bias=True, rngs=nnx.Rngs(0), **hparams)
   layer.bias[...] = jax.random.normal(jax.random.key(1), (d_out,))
   x = jax.random.normal(jax.random.key(2), (3, 5, d_in))
   r = jax.random.normal(jax.random.key(3), (15, d_out))
   blocks = layer.output_blocks(x)
-  assert (blocks.shape[0] > 1) == middle and blocks.shape[1] == 15
+  want = (d_out // layer.ns[-1], 15, layer.ns[-1]) if middle else (d_out, 15, 1)
+  assert blocks.shape == want
   as_call = lambda blocks: jnp.swapaxes(blocks, 0, 1).reshape(15, d_out)
   losses = (lambda m, x: jnp.sum(m(x).reshape(15, d_out) * r),
             lambda m, x: jnp.sum(as_call(m.output_blocks(x)) * r))
