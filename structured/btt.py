@@ -86,11 +86,16 @@ class BTT(StructuredLinear):
     if self.impl == "pallas":
       from pallas_kernels.btt import api   # optional fast path; falls back off TPU/GPU
       return api.btt(x, self.w0[...], self.w1[...])
-    n_tok = x.shape[0]
-    if self._tokens_last():
-      t = self._contract(x.T, n_tok, True, x.dtype)   # [n_<c-1, n_c-1, N]
-      return t.reshape(self.d_out, n_tok).T
-    return self._leave(self._contract(self._enter(x), n_tok, False, x.dtype))
+    return self._last_out(x).T if self._tokens_last() else self._leave(self._middle_out(x))
+
+  def _middle_out(self, x_NxI):
+    """Tokens in the middle: the last core's output [n_<c-1, N, n_c-1], no bias."""
+    return self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x_NxI.dtype)
+
+  def _last_out(self, x_NxI):
+    """Tokens last: the last core's output as y^T [d_out, N], no bias."""
+    n_tok = x_NxI.shape[0]
+    return self._contract(x_NxI.T, n_tok, True, x_NxI.dtype).reshape(self.d_out, n_tok)
 
   def _enter(self, x_NxI):
     """Tokens in the middle: x [N, d_in] as the first core reads it, [m_c-1..m_1, N, m_0]."""
@@ -145,14 +150,14 @@ class BTT(StructuredLinear):
     x_NxI = x.reshape(-1, self.d_in)
     if self._between_values() < self.d_in:
       return self._middle_blocks(x_NxI)
-    t = self._contract(x_NxI.T, x_NxI.shape[0], True, x.dtype).reshape(self.d_out, -1, 1)
+    t = self._last_out(x_NxI)[:, :, None]
     if self.bias is not None:
       t = t + self.bias[...].astype(jnp.float32).reshape(-1, 1, 1)
     return t.astype(x.dtype)
 
   def _middle_blocks(self, x_NxI):
     """Tokens in the middle: the last core's output [n_<c-1, N, n_c-1], the bias added."""
-    t = self._contract(self._enter(x_NxI), x_NxI.shape[0], False, x_NxI.dtype)
+    t = self._middle_out(x_NxI)
     if self.bias is not None:
       t = t + self.bias[...].astype(jnp.float32).reshape(t.shape[0], 1, t.shape[2])
     return t.astype(x_NxI.dtype)

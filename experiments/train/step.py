@@ -32,9 +32,10 @@ def xent_blocks(logits_AxNxB, labels_N):
   logits_AxNxB = logits_AxNxB.astype(jnp.float32)
   a, n, b = logits_AxNxB.shape
   picked_N = logits_AxNxB[labels_N // b, jnp.arange(n), labels_N % b]
-  if a == 1 or b == 1:
-    lse_N = jax.nn.logsumexp(logits_AxNxB.reshape(a * b, n) if b == 1 else
-                             logits_AxNxB.reshape(n, a * b), axis=0 if b == 1 else 1)
+  if b == 1:
+    lse_N = jax.nn.logsumexp(logits_AxNxB.reshape(a, n), axis=0)
+  elif a == 1:
+    lse_N = jax.nn.logsumexp(logits_AxNxB.reshape(n, b), axis=1)
   else:
     lse_N = jax.nn.logsumexp(logits_AxNxB, axis=(0, 2))
   return jnp.mean(lse_N - picked_N)
